@@ -1,0 +1,29 @@
+// The one JSON type of the project. ordered_json keeps keys in the order a person wrote them, so
+// configs print and grids expand in that order.
+#ifndef MOESWEEP_COMMON_JSON_H_
+#define MOESWEEP_COMMON_JSON_H_
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace moesweep {
+
+using Json = nlohmann::ordered_json;
+
+// Parses `text`; on a syntax error the message names the line and column ("line 3, column 14: ...").
+Status ParseJson(std::string_view text, Json* out);
+
+// "object", "array", "string", "integer", "number", "boolean" or "null", for error messages.
+std::string JsonTypeName(const Json& value);
+
+// Appends a key to a JSON path: JoinPath("stages[1].grid", "temperature").
+std::string JoinPath(const std::string& path, const std::string& key);
+std::string IndexPath(const std::string& path, size_t index);
+
+}  // namespace moesweep
+
+#endif  // MOESWEEP_COMMON_JSON_H_

@@ -1,0 +1,300 @@
+#include "common/sweep_spec.h"
+
+#include <set>
+
+#include <fmt/format.h>
+
+#include "common/trial_schema.h"
+
+namespace moesweep {
+namespace {
+
+// Collects every problem of a spec, so one submission shows them all.
+class SpecChecker {
+ public:
+  explicit SpecChecker(const SpecLimits& limits) : limits_(limits) {}
+
+  void Check(const Json& root, SweepSpec* spec) {
+    if (!root.is_object()) {
+      Error("", fmt::format("the spec must be a JSON object, got {}", JsonTypeName(root)));
+      return;
+    }
+    static const std::set<std::string> kKeys = {"name",  "objective", "seeds",        "base",
+                                                "stages", "baseline", "max_attempts", "lease_seconds"};
+    for (auto it = root.begin(); it != root.end(); ++it) {
+      if (!kKeys.count(it.key())) UnknownKey("", it.key(), kKeys);
+    }
+    CheckName(root, spec);
+    CheckObjective(root, spec);
+    CheckSeeds(root, spec);
+    if (auto it = root.find("base"); it != root.end()) {
+      if (it->is_object()) {
+        CheckConfig(*it, "base");
+        spec->base = *it;
+      } else {
+        Error("base", fmt::format("expected an object of trial config keys, got {}", JsonTypeName(*it)));
+      }
+    }
+    if (auto it = root.find("baseline"); it != root.end()) {
+      if (it->is_object()) {
+        CheckConfig(*it, "baseline");
+        spec->baseline = *it;
+      } else {
+        Error("baseline", fmt::format("expected an object of trial config keys, got {}", JsonTypeName(*it)));
+      }
+    }
+    CheckStages(root, spec);
+    spec->max_attempts = static_cast<int>(Integer(root, "max_attempts", 3, 1, 100));
+    if (auto it = root.find("lease_seconds"); it != root.end()) {
+      if (!it->is_number() || it->get<double>() < 1 || it->get<double>() > 86400) {
+        Error("lease_seconds", fmt::format("expected a number of seconds in [1, 86400], got {}", it->dump()));
+      } else {
+        spec->lease_seconds = it->get<double>();
+      }
+    }
+  }
+
+  std::vector<std::string> errors;
+
+ private:
+  void Error(const std::string& path, const std::string& what) {
+    errors.push_back(path.empty() ? what : path + ": " + what);
+  }
+
+  void UnknownKey(const std::string& path, const std::string& key, const std::set<std::string>& known) {
+    std::string best;
+    size_t best_d = 3;
+    for (const std::string& k : known) {
+      size_t d = EditDistance(key, k);
+      if (d < best_d) best_d = d, best = k;
+    }
+    std::string where = JoinPath(path, key);
+    Error(where, best.empty() ? fmt::format("unknown key (known: {})", fmt::join(known, ", "))
+                              : fmt::format("unknown key (did you mean \"{}\"?)", best));
+  }
+
+  void CheckName(const Json& root, SweepSpec* spec) {
+    auto it = root.find("name");
+    if (it == root.end()) return Error("name", "required");
+    if (!it->is_string() || it->get<std::string>().empty()) {
+      return Error("name", fmt::format("expected a non-empty string, got {}", it->dump()));
+    }
+    spec->name = it->get<std::string>();
+  }
+
+  void CheckObjective(const Json& root, SweepSpec* spec) {
+    auto it = root.find("objective");
+    if (it == root.end()) return Error("objective", "required, e.g. {\"metric\": \"val_accuracy\", \"goal\": \"maximize\"}");
+    if (!it->is_object()) return Error("objective", fmt::format("expected an object, got {}", JsonTypeName(*it)));
+    for (auto k = it->begin(); k != it->end(); ++k) {
+      if (k.key() != "metric" && k.key() != "goal") UnknownKey("objective", k.key(), {"metric", "goal"});
+    }
+    auto metric = it->find("metric");
+    if (metric == it->end() || !metric->is_string() || metric->get<std::string>().empty()) {
+      Error("objective.metric", "required: a non-empty string naming a metric, e.g. \"val_accuracy\"");
+    } else {
+      spec->metric = metric->get<std::string>();
+      const auto& known = KnownMetrics();
+      if (std::find(known.begin(), known.end(), spec->metric) == known.end()) {
+        std::string s = SuggestMetric(spec->metric);
+        Error("objective.metric",
+              s.empty() ? fmt::format("unknown metric \"{}\" (known: {})", spec->metric, fmt::join(known, ", "))
+                        : fmt::format("unknown metric \"{}\" (did you mean \"{}\"?)", spec->metric, s));
+      }
+    }
+    auto goal = it->find("goal");
+    if (goal == it->end()) {
+      spec->maximize = true;
+    } else if (*goal == "maximize" || *goal == "minimize") {
+      spec->maximize = *goal == "maximize";
+    } else {
+      Error("objective.goal", fmt::format("expected \"maximize\" or \"minimize\", got {}", goal->dump()));
+    }
+  }
+
+  void CheckSeeds(const Json& root, SweepSpec* spec) {
+    auto it = root.find("seeds");
+    if (it == root.end()) {
+      spec->seeds = {0};
+      return;
+    }
+    if (!it->is_array() || it->empty()) return Error("seeds", "expected a non-empty array of non-negative integers");
+    std::set<int64_t> seen;
+    for (size_t i = 0; i < it->size(); ++i) {
+      const Json& s = (*it)[i];
+      if (!s.is_number_integer() || s.get<int64_t>() < 0) {
+        Error(IndexPath("seeds", i), fmt::format("expected a non-negative integer, got {}", s.dump()));
+        continue;
+      }
+      if (!seen.insert(s.get<int64_t>()).second) {
+        Error(IndexPath("seeds", i), fmt::format("duplicate seed {}", s.get<int64_t>()));
+        continue;
+      }
+      spec->seeds.push_back(s.get<int64_t>());
+    }
+  }
+
+  void CheckConfig(const Json& config, const std::string& path) {
+    CheckTrialConfig(config, path, &errors);
+    if (config.contains("seed")) Error(JoinPath(path, "seed"), "set by the sweep's \"seeds\", not here");
+  }
+
+  void CheckStages(const Json& root, SweepSpec* spec) {
+    auto it = root.find("stages");
+    if (it == root.end()) return Error("stages", "required: a non-empty array of {\"name\", \"grid\"}");
+    if (!it->is_array() || it->empty()) return Error("stages", "expected a non-empty array of {\"name\", \"grid\"}");
+    std::set<std::string> names;
+    for (size_t i = 0; i < it->size(); ++i) {
+      const Json& s = (*it)[i];
+      std::string path = IndexPath("stages", i);
+      if (!s.is_object()) {
+        Error(path, fmt::format("expected an object with \"name\" and \"grid\", got {}", JsonTypeName(s)));
+        continue;
+      }
+      StageSpec stage;
+      for (auto k = s.begin(); k != s.end(); ++k) {
+        if (k.key() != "name" && k.key() != "grid") UnknownKey(path, k.key(), {"name", "grid"});
+      }
+      auto name = s.find("name");
+      if (name == s.end() || !name->is_string() || name->get<std::string>().empty()) {
+        Error(JoinPath(path, "name"), "required: a non-empty string");
+      } else {
+        stage.name = name->get<std::string>();
+        if (!names.insert(stage.name).second) Error(JoinPath(path, "name"), fmt::format("duplicate stage name \"{}\"", stage.name));
+      }
+      CheckGrid(s, path, &stage);
+      size_t trials = stage.NumPoints() * std::max<size_t>(1, spec->seeds.size());
+      if (!stage.axes.empty() && static_cast<int64_t>(trials) > limits_.max_stage_trials) {
+        Error(JoinPath(path, "grid"), fmt::format("{} points x {} seeds = {} trials exceeds the limit of {} trials per stage",
+                                                  stage.NumPoints(), spec->seeds.size(), trials, limits_.max_stage_trials));
+      }
+      spec->stages.push_back(std::move(stage));
+    }
+  }
+
+  void CheckGrid(const Json& stage_json, const std::string& stage_path, StageSpec* stage) {
+    std::string path = JoinPath(stage_path, "grid");
+    auto grid = stage_json.find("grid");
+    if (grid == stage_json.end() || !grid->is_object() || grid->empty()) {
+      return Error(path, "required: a non-empty object mapping trial config keys to arrays of values");
+    }
+    for (auto axis = grid->begin(); axis != grid->end(); ++axis) {
+      std::string axis_path = JoinPath(path, axis.key());
+      if (axis.key() == "seed") {
+        Error(axis_path, "seeds are set by the sweep's \"seeds\", not by a grid");
+        continue;
+      }
+      const ConfigKey* key = FindConfigKey(axis.key());
+      if (key == nullptr) {
+        std::string s = SuggestConfigKey(axis.key());
+        Error(axis_path, s.empty() ? "unknown trial config key" : fmt::format("unknown trial config key (did you mean \"{}\"?)", s));
+        continue;
+      }
+      const Json& values = axis.value();
+      if (!values.is_array() || values.empty()) {
+        Error(axis_path, fmt::format("expected a non-empty array of {}", TypeWord(key->type)));
+        continue;
+      }
+      bool ok = true;
+      for (size_t v = 0; v < values.size(); ++v) {
+        const Json& value = values[v];
+        std::string value_path = IndexPath(axis_path, v);
+        if (!value.is_number() && !value.is_string() && !value.is_boolean()) {
+          Error(value_path, fmt::format("grid values must be numbers, strings or booleans, got {}", JsonTypeName(value)));
+          ok = false;
+          continue;
+        }
+        Status s = CheckConfigValue(*key, value, value_path);
+        if (!s.ok()) {
+          errors.push_back(s.message());
+          ok = false;
+        }
+        for (size_t w = 0; w < v; ++w) {
+          if (values[w] == value) {
+            Error(value_path, fmt::format("duplicate value {}", value.dump()));
+            ok = false;
+          }
+        }
+      }
+      if (ok) stage->axes.emplace_back(axis.key(), std::vector<Json>(values.begin(), values.end()));
+    }
+  }
+
+  static const char* TypeWord(ValueType t) {
+    switch (t) {
+      case ValueType::kInt: return "integers";
+      case ValueType::kNumber: return "numbers";
+      case ValueType::kString: return "strings";
+      case ValueType::kBool: return "booleans";
+    }
+    return "values";
+  }
+
+  int64_t Integer(const Json& root, const char* key, int64_t def, int64_t min, int64_t max) {
+    auto it = root.find(key);
+    if (it == root.end()) return def;
+    if (!it->is_number_integer() || it->get<int64_t>() < min || it->get<int64_t>() > max) {
+      Error(key, fmt::format("expected an integer in [{}, {}], got {}", min, max, it->dump()));
+      return def;
+    }
+    return it->get<int64_t>();
+  }
+
+  const SpecLimits& limits_;
+};
+
+}  // namespace
+
+size_t StageSpec::NumPoints() const {
+  if (axes.empty()) return 0;
+  size_t n = 1;
+  for (const auto& axis : axes) n *= axis.second.size();
+  return n;
+}
+
+Json StageSpec::Point(size_t index) const {
+  // Mixed-radix decomposition with the last axis varying fastest.
+  Json point = Json::object();
+  std::vector<size_t> digits(axes.size());
+  for (size_t a = axes.size(); a-- > 0;) {
+    digits[a] = index % axes[a].second.size();
+    index /= axes[a].second.size();
+  }
+  for (size_t a = 0; a < axes.size(); ++a) point[axes[a].first] = axes[a].second[digits[a]];
+  return point;
+}
+
+Json SweepSpec::ToJson() const {
+  Json j = Json::object();
+  j["name"] = name;
+  j["objective"] = {{"metric", metric}, {"goal", maximize ? "maximize" : "minimize"}};
+  j["seeds"] = seeds;
+  j["base"] = base;
+  if (baseline) j["baseline"] = *baseline;
+  Json stages_json = Json::array();
+  for (const StageSpec& s : stages) {
+    Json grid = Json::object();
+    for (const auto& axis : s.axes) grid[axis.first] = axis.second;
+    stages_json.push_back({{"name", s.name}, {"grid", grid}});
+  }
+  j["stages"] = stages_json;
+  j["max_attempts"] = max_attempts;
+  j["lease_seconds"] = lease_seconds;
+  return j;
+}
+
+Status ParseSweepSpec(std::string_view text, const SpecLimits& limits, SweepSpec* out) {
+  Json root;
+  Status s = ParseJson(text, &root);
+  if (!s.ok()) return s;
+  SweepSpec spec;
+  SpecChecker checker(limits);
+  checker.Check(root, &spec);
+  if (!checker.errors.empty()) {
+    return Status::InvalidArgument(fmt::format("{}", fmt::join(checker.errors, "\n")));
+  }
+  *out = std::move(spec);
+  return Status::Ok();
+}
+
+}  // namespace moesweep

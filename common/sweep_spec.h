@@ -1,0 +1,54 @@
+// SweepSpec: a staged sweep as submitted (JSON), parsed and validated. The CLI's offline
+// `validate` and the coordinator's SubmitSweep run the same code, so they give the same messages.
+#ifndef MOESWEEP_COMMON_SWEEP_SPEC_H_
+#define MOESWEEP_COMMON_SWEEP_SPEC_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/json.h"
+#include "common/status.h"
+
+namespace moesweep {
+
+// One stage: a grid of axes; its points are the cartesian product in the order written, the last
+// axis varying fastest.
+struct StageSpec {
+  std::string name;
+  std::vector<std::pair<std::string, std::vector<Json>>> axes;
+
+  size_t NumPoints() const;
+  // The grid values of point `index` (0 <= index < NumPoints()) as {"key": value, ...}.
+  Json Point(size_t index) const;
+};
+
+struct SweepSpec {
+  std::string name;
+  std::string metric;                 // objective.metric
+  bool maximize = true;               // objective.goal == "maximize"
+  std::vector<int64_t> seeds;
+  Json base = Json::object();         // Trial-config keys shared by every trial.
+  std::optional<Json> baseline;       // Overrides of `base` run once per seed before stage 1.
+  std::vector<StageSpec> stages;
+  int max_attempts = 3;
+  double lease_seconds = 60;
+
+  // Normalised JSON (defaults filled in); parsing it again yields an equal spec.
+  Json ToJson() const;
+};
+
+struct SpecLimits {
+  int64_t max_stage_trials = 10000;  // Grid points x seeds of one stage.
+};
+
+// Parses and validates `text`. On failure the status lists every problem, one per line, each
+// starting with its JSON path ("stages[1].grid.temperature: expected a non-empty array ...").
+Status ParseSweepSpec(std::string_view text, const SpecLimits& limits, SweepSpec* out);
+
+}  // namespace moesweep
+
+#endif  // MOESWEEP_COMMON_SWEEP_SPEC_H_

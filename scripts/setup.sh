@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package moesweep needs, then configures and builds it.
+# Idempotent: safe to run again; apt-get skips what is installed, CMake rebuilds only what changed.
+#
+#   scripts/setup.sh            # packages + build (Release) into ./build
+#   scripts/setup.sh --no-build # packages only
+#   scripts/setup.sh --bench    # also the peers the benchmarks compare against (python3-torch, optuna)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+build=1
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=0 ;;
+    --bench) bench=1 ;;
+    *) echo "setup.sh: unknown flag '$arg' (known: --no-build, --bench)" >&2; exit 2 ;;
+  esac
+done
+
+packages=(
+  build-essential cmake pkg-config ccache git
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libsqlite3-dev sqlite3
+  nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev
+  # The worker: LibTorch, plus OpenBLAS. Debian's LibTorch links libblas.so.3 and with only the
+  # reference BLAS behind it trains 5-8x slower.
+  libtorch-dev libopenblas0-openmp
+  # Fashion-MNIST idx files for the `fashion-mnist` dataset.
+  dataset-fashion-mnist
+  # Lets the tests validate docker-compose.yml without a Docker engine.
+  docker-compose
+  # Tests drive the CLI and the two daemons as real processes.
+  procps
+)
+if [ "$bench" = 1 ]; then
+  packages+=(python3-torch python3-optuna python3-numpy linux-perf)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Make sure libblas.so.3 resolves to OpenBLAS, not the reference BLAS.
+if command -v update-alternatives >/dev/null; then
+  openblas=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -n1 || true)
+  if [ -n "$openblas" ]; then
+    ${sudo_cmd:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas" >/dev/null
+  fi
+fi
+
+if [ "$build" = 1 ]; then
+  launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S . -B build -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "${launcher[@]}" >/dev/null
+  cmake --build build -j"${JOBS:-2}"
+fi

@@ -1,0 +1,790 @@
+#include "server/sweep_engine.h"
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "server/stage_planner.h"
+
+namespace moesweep {
+namespace {
+
+#define RETURN_IF_ERROR(expr)               \
+  do {                                      \
+    if (Status _s = (expr); !_s.ok()) return _s; \
+  } while (0)
+
+bool IsTerminal(v1::TrialState s) {
+  return s == v1::TRIAL_SUCCEEDED || s == v1::TRIAL_FAILED || s == v1::TRIAL_CANCELLED;
+}
+
+std::map<std::string, double> ToMap(const google::protobuf::Map<std::string, double>& m) {
+  return std::map<std::string, double>(m.begin(), m.end());
+}
+
+Json WithoutSeed(const std::string& config_json) {
+  Json config = Json::parse(config_json);
+  config.erase("seed");
+  return config;
+}
+
+}  // namespace
+
+SweepEngine::SweepEngine(SweepStore* store, const Clock* clock, EngineOptions options)
+    : store_(store), clock_(clock), options_(options), rng_(std::random_device{}()) {}
+
+std::string SweepEngine::NewToken() {
+  return fmt::format("{:016x}{:016x}", rng_(), rng_());
+}
+
+std::string SweepEngine::StageLabel(const SweepSpec& spec, int stage) {
+  if (stage == 0) return "baseline";
+  return fmt::format("stage {} \"{}\"", stage, spec.stages[stage - 1].name);
+}
+
+std::vector<v1::SweepEvent> SweepEngine::TakeEvents() {
+  std::vector<v1::SweepEvent> out;
+  out.swap(events_);
+  return out;
+}
+
+Status SweepEngine::Emit(ActiveSweep& sweep, v1::EventType type, v1::SweepEvent event) {
+  event.set_sweep_id(sweep.id);
+  event.set_seq(++sweep.last_seq);
+  event.set_time(clock_->Now());
+  event.set_type(type);
+  RETURN_IF_ERROR(store_->InsertEvent(event));
+  events_.push_back(std::move(event));
+  return Status::Ok();
+}
+
+v1::Trial SweepEngine::EventTrial(const TrialState& t) const {
+  v1::Trial trial;
+  trial.set_trial_id(t.id);
+  trial.set_sweep_id(t.sweep_id);
+  trial.set_stage(t.stage);
+  trial.set_point_index(t.point_index);
+  trial.set_seed(t.seed);
+  trial.set_point_json(t.point_json);
+  trial.set_state(t.state);
+  trial.set_attempt(t.attempt);
+  trial.set_worker(t.worker);
+  trial.set_error(t.error);
+  return trial;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submission and stages
+
+Status SweepEngine::Submit(const std::string& spec_json, v1::SubmitSweepResponse* response) {
+  SweepSpec spec;
+  RETURN_IF_ERROR(ParseSweepSpec(spec_json, options_.spec_limits, &spec));
+
+  SweepRow row;
+  row.name = spec.name;
+  row.spec_json = spec.ToJson().dump();
+  row.state = v1::SWEEP_RUNNING;
+  row.current_stage = 1;
+  row.created_at = clock_->Now();
+  int64_t id = 0;
+  RETURN_IF_ERROR(store_->InsertSweep(row, &id));
+  row.id = id;
+
+  if (spec.baseline) RETURN_IF_ERROR(store_->InsertStage(id, {0, "baseline", v1::STAGE_WAITING}));
+  for (size_t i = 0; i < spec.stages.size(); ++i) {
+    RETURN_IF_ERROR(store_->InsertStage(id, {static_cast<int>(i + 1), spec.stages[i].name, v1::STAGE_WAITING}));
+  }
+
+  ActiveSweep& sweep = sweeps_[id];
+  sweep.id = id;
+  sweep.spec = std::move(spec);
+  v1::SweepEvent submitted;
+  RETURN_IF_ERROR(BuildSweep(row, submitted.mutable_sweep()));
+  RETURN_IF_ERROR(Emit(sweep, v1::SWEEP_SUBMITTED, std::move(submitted)));
+
+  // The baseline is queued first and runs beside stage 1: it feeds no later stage.
+  if (sweep.spec.baseline) RETURN_IF_ERROR(StartStage(sweep, 0, sweep.spec.base));
+  RETURN_IF_ERROR(StartStage(sweep, 1, sweep.spec.base));
+
+  response->set_sweep_id(id);
+  int first = 0;
+  for (const auto& [stage, progress] : sweep.open_stages) first += progress.total;
+  response->set_trials_in_first_stage(first);
+  return Status::Ok();
+}
+
+Status SweepEngine::StartStage(ActiveSweep& sweep, int stage, const Json& carried) {
+  std::vector<PlannedTrial> planned =
+      stage == 0 ? PlanBaseline(sweep.spec.base, *sweep.spec.baseline, sweep.spec.seeds)
+                 : PlanStage(sweep.spec.stages[stage - 1], carried, sweep.spec.seeds);
+  StageRow row{stage, stage == 0 ? "baseline" : sweep.spec.stages[stage - 1].name, v1::STAGE_RUNNING};
+  RETURN_IF_ERROR(store_->UpdateStage(sweep.id, row, 0));
+  if (stage > 0) {
+    sweep.current_stage = stage;
+    RETURN_IF_ERROR(store_->UpdateSweep(sweep.id, v1::SWEEP_RUNNING, stage, "", 0));
+  }
+  RETURN_IF_ERROR(CreateTrials(sweep, stage, planned));
+  v1::SweepEvent event;
+  v1::StageResult* result = event.mutable_stage();
+  result->set_stage(stage);
+  result->set_name(row.name);
+  result->set_state(v1::STAGE_RUNNING);
+  result->set_trials_total(static_cast<int>(planned.size()));
+  return Emit(sweep, v1::STAGE_STARTED, std::move(event));
+}
+
+Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vector<PlannedTrial>& planned) {
+  StageProgress& progress = sweep.open_stages[stage];
+  double now = clock_->Now();
+  for (const PlannedTrial& p : planned) {
+    v1::Trial trial;
+    trial.set_sweep_id(sweep.id);
+    trial.set_stage(stage);
+    trial.set_point_index(p.point_index);
+    trial.set_seed(p.seed);
+    trial.set_config_json(p.config.dump());
+    trial.set_point_json(p.point.dump());
+    trial.set_state(v1::TRIAL_PENDING);
+    trial.set_created_at(now);
+    int64_t id = 0;
+    RETURN_IF_ERROR(store_->InsertTrial(trial, &id));
+    TrialState& t = trials_[id];
+    t.id = id;
+    t.sweep_id = sweep.id;
+    t.stage = stage;
+    t.point_index = p.point_index;
+    t.seed = p.seed;
+    t.point_json = trial.point_json();
+    t.config_json = trial.config_json();
+    sweep.pending.push_back(id);
+    progress.trial_ids.push_back(id);
+    ++progress.total;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases
+
+bool SweepEngine::HasPendingTrials() const {
+  for (const auto& [id, sweep] : sweeps_) {
+    if (sweep.state == v1::SWEEP_RUNNING && !sweep.pending.empty()) return true;
+  }
+  return false;
+}
+
+double SweepEngine::NextLeaseDeadline() const {
+  double next = std::numeric_limits<double>::infinity();
+  for (int64_t id : leased_) next = std::min(next, trials_.at(id).lease_deadline);
+  return next;
+}
+
+Status SweepEngine::Acquire(const std::string& worker, v1::AcquireTrialResponse* response) {
+  response->set_has_trial(false);
+  for (auto& [sweep_id, sweep] : sweeps_) {
+    if (sweep.state != v1::SWEEP_RUNNING || sweep.pending.empty()) continue;
+    TrialState& t = trials_.at(sweep.pending.front());
+    double now = clock_->Now();
+    std::string token = NewToken();
+    RETURN_IF_ERROR(store_->MarkTrialLeased(t.id, t.attempt + 1, token, worker, now));
+    sweep.pending.pop_front();
+    if (!t.token.empty()) tokens_.erase(t.token);
+    ++t.attempt;
+    t.token = token;
+    t.worker = worker;
+    t.state = v1::TRIAL_RUNNING;
+    t.lease_deadline = now + sweep.spec.lease_seconds;
+    tokens_[token] = t.id;
+    leased_.insert(t.id);
+    ++sweep.running;
+
+    v1::SweepEvent event;
+    *event.mutable_trial() = EventTrial(t);
+    RETURN_IF_ERROR(Emit(sweep, v1::TRIAL_STARTED, std::move(event)));
+
+    response->set_has_trial(true);
+    response->set_trial_id(t.id);
+    response->set_attempt(t.attempt);
+    response->set_lease_token(token);
+    response->set_lease_seconds(sweep.spec.lease_seconds);
+    response->set_config_json(t.config_json);
+    response->set_sweep_id(sweep.id);
+    response->set_stage(t.stage);
+    return Status::Ok();
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::Report(const v1::ReportProgressRequest& request, v1::ReportProgressResponse* response) {
+  auto it = tokens_.find(request.lease_token());
+  if (it == tokens_.end() || trials_.at(it->second).state != v1::TRIAL_RUNNING ||
+      trials_.at(it->second).token != request.lease_token()) {
+    return Status::FailedPrecondition(
+        "lease_token: not the current lease of any running trial (the lease expired, was released, or the trial "
+        "finished); stop this trial");
+  }
+  TrialState& t = trials_.at(it->second);
+  ActiveSweep& sweep = sweeps_.at(t.sweep_id);
+  double now = clock_->Now();
+  RETURN_IF_ERROR(store_->InsertMetrics(t.id, t.attempt, request.step(), now, request.metrics(),
+                                        request.has_expert_stats() ? &request.expert_stats() : nullptr));
+  t.lease_deadline = now + sweep.spec.lease_seconds;
+
+  v1::SweepEvent event;
+  *event.mutable_trial() = EventTrial(t);
+  *event.mutable_trial()->mutable_metrics() = request.metrics();
+  if (request.has_expert_stats()) *event.mutable_trial()->mutable_expert_stats() = request.expert_stats();
+  event.set_step(request.step());
+  RETURN_IF_ERROR(Emit(sweep, v1::TRIAL_PROGRESS, std::move(event)));
+
+  response->set_directive(t.stop_requested ? v1::STOP : v1::CONTINUE);
+  response->set_lease_seconds(sweep.spec.lease_seconds);
+  return Status::Ok();
+}
+
+Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::CompleteTrialResponse* response) {
+  const std::string& token = request.lease_token();
+  auto it = tokens_.find(token);
+  if (it == tokens_.end() || trials_.at(it->second).token != token) {
+    // Not a live lease: a repeat of a completion we already recorded, or a stale token.
+    if (auto r = released_.find(token); r != released_.end()) {
+      response->set_state(r->second);
+      return Status::Ok();
+    }
+    std::optional<TrialRow> row;
+    if (!token.empty()) RETURN_IF_ERROR(store_->FindTrialByToken(token, &row));
+    if (row && IsTerminal(row->trial.state())) {
+      response->set_state(row->trial.state());
+      return Status::Ok();
+    }
+    return Status::FailedPrecondition(
+        "lease_token: not the current lease of any running trial (the lease expired or was never issued); "
+        "the result was not recorded");
+  }
+  TrialState& t = trials_.at(it->second);
+  if (IsTerminal(t.state)) {  // Completed before with this token: answer as the first time.
+    response->set_state(t.state);
+    return Status::Ok();
+  }
+  int64_t sweep_id = t.sweep_id;
+  ActiveSweep& sweep = sweeps_.at(sweep_id);
+  bool winding_down = sweep.state == v1::SWEEP_CANCELLING;
+  switch (request.outcome()) {
+    case v1::CompleteTrialRequest::RELEASED: {
+      if (winding_down) {
+        RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_CANCELLED, ToMap(request.metrics()), request.expert_stats(),
+                                    "stopped: sweep cancelled"));
+      } else {
+        released_[token] = v1::TRIAL_PENDING;
+        RETURN_IF_ERROR(Requeue(sweep, t, fmt::format("released by worker {}", t.worker), /*front=*/true));
+      }
+      break;
+    }
+    case v1::CompleteTrialRequest::SUCCEEDED:
+      RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_SUCCEEDED, ToMap(request.metrics()), request.expert_stats(), ""));
+      break;
+    case v1::CompleteTrialRequest::FAILED: {
+      std::string error = request.error().empty() ? "the worker reported failure without a reason" : request.error();
+      RETURN_IF_ERROR(FinishTrial(sweep, t, winding_down ? v1::TRIAL_CANCELLED : v1::TRIAL_FAILED,
+                                  ToMap(request.metrics()), request.expert_stats(), error));
+      break;
+    }
+    default:
+      return Status::InvalidArgument("outcome: must be SUCCEEDED, FAILED or RELEASED");
+  }
+  // Finishing the trial may have decided its stage or ended its sweep (which forgets it).
+  if (auto s = sweeps_.find(sweep_id); s != sweeps_.end()) RETURN_IF_ERROR(MaybeFinish(s->second));
+  // The trial (or even its sweep) may be forgotten now; answer from what we know.
+  auto rel = released_.find(token);
+  if (rel != released_.end()) {
+    response->set_state(rel->second);
+  } else {
+    std::optional<TrialRow> row;
+    auto again = tokens_.find(token);
+    if (again != tokens_.end()) {
+      response->set_state(trials_.at(again->second).state);
+    } else {
+      RETURN_IF_ERROR(store_->FindTrialByToken(token, &row));
+      response->set_state(row ? row->trial.state() : v1::TRIAL_STATE_UNSPECIFIED);
+    }
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::ExpireLeases() {
+  double now = clock_->Now();
+  std::vector<int64_t> expired;
+  for (int64_t id : leased_) {
+    if (trials_.at(id).lease_deadline <= now) expired.push_back(id);
+  }
+  std::sort(expired.begin(), expired.end());  // Deterministic order of events.
+  for (int64_t id : expired) {
+    if (!leased_.count(id)) continue;  // Its sweep ended while handling an earlier expiry.
+    TrialState& t = trials_.at(id);
+    int64_t sweep_id = t.sweep_id;
+    ActiveSweep& sweep = sweeps_.at(sweep_id);
+    ++t.lost_leases;
+    std::string reason = fmt::format("lease of worker {} expired (attempt {}, no report for {} s)", t.worker,
+                                     t.attempt, sweep.spec.lease_seconds);
+    if (sweep.state == v1::SWEEP_CANCELLING) {
+      tokens_.erase(t.token);
+      t.token.clear();
+      RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_CANCELLED, {}, {}, reason));
+    } else if (t.lost_leases >= sweep.spec.max_attempts) {
+      tokens_.erase(t.token);
+      t.token.clear();  // A late completion with that token must be refused, not taken as a repeat.
+      RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_FAILED, {}, {},
+                                  fmt::format("{}; gave up after max_attempts={}", reason, sweep.spec.max_attempts)));
+    } else {
+      RETURN_IF_ERROR(Requeue(sweep, t, reason, /*front=*/false));
+    }
+    if (auto s = sweeps_.find(sweep_id); s != sweeps_.end()) RETURN_IF_ERROR(MaybeFinish(s->second));
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::Requeue(ActiveSweep& sweep, TrialState& t, const std::string& reason, bool front) {
+  RETURN_IF_ERROR(store_->MarkTrialRequeued(t.id, t.lost_leases, reason));
+  tokens_.erase(t.token);
+  t.token.clear();
+  t.state = v1::TRIAL_PENDING;
+  t.error = reason;
+  t.stop_requested = false;
+  leased_.erase(t.id);
+  --sweep.running;
+  if (front) {
+    sweep.pending.push_front(t.id);
+  } else {
+    sweep.pending.push_back(t.id);
+  }
+  v1::SweepEvent event;
+  *event.mutable_trial() = EventTrial(t);
+  return Emit(sweep, v1::TRIAL_REQUEUED, std::move(event));
+}
+
+Status SweepEngine::FinishTrial(ActiveSweep& sweep, TrialState& t, v1::TrialState state,
+                                const std::map<std::string, double>& metrics, const v1::ExpertStats& stats,
+                                const std::string& error) {
+  std::optional<double> objective;
+  if (state == v1::TRIAL_SUCCEEDED) {
+    auto m = metrics.find(sweep.spec.metric);
+    if (m != metrics.end() && std::isfinite(m->second)) objective = m->second;
+  }
+  RETURN_IF_ERROR(store_->MarkTrialFinished(t.id, state, metrics, stats, objective, error, t.token, clock_->Now()));
+  if (t.state == v1::TRIAL_RUNNING) {
+    leased_.erase(t.id);
+    --sweep.running;
+  }
+  t.state = state;
+  t.objective = objective;
+  t.error = error;
+
+  v1::SweepEvent event;
+  v1::Trial* trial = event.mutable_trial();
+  *trial = EventTrial(t);
+  for (const auto& [k, v] : metrics) (*trial->mutable_metrics())[k] = v;
+  *trial->mutable_expert_stats() = stats;
+  RETURN_IF_ERROR(Emit(sweep, v1::TRIAL_FINISHED, std::move(event)));
+  return OnTrialTerminal(sweep, t);
+}
+
+Status SweepEngine::OnTrialTerminal(ActiveSweep& sweep, const TrialState& t) {
+  auto stage = sweep.open_stages.find(t.stage);
+  if (stage != sweep.open_stages.end()) {
+    ++stage->second.done;
+    if (stage->second.done == stage->second.total && sweep.state == v1::SWEEP_RUNNING) {
+      return DecideOpenStage(sweep, t.stage);
+    }
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::DecideOpenStage(ActiveSweep& sweep, int stage) {
+  StageProgress& progress = sweep.open_stages.at(stage);
+  std::vector<TrialOutcome> outcomes;
+  for (int64_t id : progress.trial_ids) {
+    const TrialState& t = trials_.at(id);
+    outcomes.push_back({t.id, t.point_index, t.seed, t.state, t.objective, t.error, t.point_json});
+  }
+  StageDecision decision = DecideStage(outcomes, sweep.spec.maximize, sweep.spec.metric, StageLabel(sweep.spec, stage));
+
+  StageRow row{stage, stage == 0 ? "baseline" : sweep.spec.stages[stage - 1].name};
+  Json winner_config;
+  if (decision.winner >= 0) {
+    int point = decision.points[decision.winner].point_index();
+    for (int64_t id : progress.trial_ids) {
+      const TrialState& t = trials_.at(id);
+      if (t.point_index == point) {
+        winner_config = WithoutSeed(t.config_json);
+        break;
+      }
+    }
+    row.state = v1::STAGE_SUCCEEDED;
+    row.winner_point = point;
+    row.winner_config = winner_config.dump();
+  } else {
+    row.state = v1::STAGE_FAILED;
+    row.error = decision.failure;
+  }
+  RETURN_IF_ERROR(store_->UpdateStage(sweep.id, row, clock_->Now()));
+  ForgetStageTrials(sweep, stage);
+
+  SweepRow sweep_row;
+  RETURN_IF_ERROR(store_->GetSweep(sweep.id, &sweep_row));
+  std::vector<v1::StageResult> results;
+  RETURN_IF_ERROR(BuildStages(sweep_row, stage, &results));
+  v1::SweepEvent event;
+  if (!results.empty()) *event.mutable_stage() = results.front();
+  RETURN_IF_ERROR(Emit(sweep, v1::STAGE_DECIDED, std::move(event)));
+
+  if (row.state == v1::STAGE_FAILED) {
+    int cancelled = 0, stopping = 0;
+    return WindDown(sweep, v1::SWEEP_FAILED, decision.failure, &cancelled, &stopping);
+  }
+  if (stage > 0) {
+    if (stage < static_cast<int>(sweep.spec.stages.size())) return StartStage(sweep, stage + 1, winner_config);
+    sweep.spec_stages_done = true;
+  }
+  return MaybeFinish(sweep);
+}
+
+void SweepEngine::ForgetStageTrials(ActiveSweep& sweep, int stage) {
+  auto it = sweep.open_stages.find(stage);
+  if (it == sweep.open_stages.end()) return;
+  for (int64_t id : it->second.trial_ids) {
+    auto t = trials_.find(id);
+    if (t == trials_.end()) continue;
+    if (!t->second.token.empty()) tokens_.erase(t->second.token);
+    leased_.erase(id);
+    trials_.erase(t);
+  }
+  sweep.open_stages.erase(it);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel, failure, finish
+
+Status SweepEngine::Cancel(int64_t sweep_id, v1::CancelSweepResponse* response) {
+  auto it = sweeps_.find(sweep_id);
+  if (it == sweeps_.end()) {
+    SweepRow row;
+    RETURN_IF_ERROR(store_->GetSweep(sweep_id, &row));  // NotFound for unknown ids.
+    response->set_state(row.state);
+    return Status::Ok();
+  }
+  ActiveSweep& sweep = it->second;
+  int cancelled = 0, stopping = 0;
+  if (sweep.state == v1::SWEEP_RUNNING) {
+    RETURN_IF_ERROR(WindDown(sweep, v1::SWEEP_CANCELLED, "", &cancelled, &stopping));
+  } else {
+    stopping = sweep.running;
+  }
+  response->set_trials_cancelled(cancelled);
+  response->set_trials_stopping(stopping);
+  auto still = sweeps_.find(sweep_id);
+  response->set_state(still == sweeps_.end() ? v1::SWEEP_CANCELLED : still->second.state);
+  return Status::Ok();
+}
+
+Status SweepEngine::WindDown(ActiveSweep& sweep, v1::SweepState final_state, const std::string& error,
+                             int* cancelled, int* stopping) {
+  sweep.state = v1::SWEEP_CANCELLING;
+  sweep.final_state = final_state;
+  sweep.final_error = error;
+  RETURN_IF_ERROR(store_->UpdateSweep(sweep.id, v1::SWEEP_CANCELLING, sweep.current_stage, error, 0));
+  std::deque<int64_t> pending;
+  pending.swap(sweep.pending);
+  for (int64_t id : pending) {
+    TrialState& t = trials_.at(id);
+    RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_CANCELLED, {}, {},
+                                final_state == v1::SWEEP_CANCELLED ? "sweep cancelled" : "sweep failed: " + error));
+    ++*cancelled;
+  }
+  for (int64_t id : leased_) {
+    TrialState& t = trials_.at(id);
+    if (t.sweep_id == sweep.id) {
+      t.stop_requested = true;
+      ++*stopping;
+    }
+  }
+  return MaybeFinish(sweep);
+}
+
+Status SweepEngine::MaybeFinish(ActiveSweep& sweep) {
+  if (sweep.state == v1::SWEEP_CANCELLING && sweep.running == 0) {
+    return FinishSweep(sweep, sweep.final_state, sweep.final_error);
+  }
+  if (sweep.state == v1::SWEEP_RUNNING && sweep.spec_stages_done && sweep.open_stages.empty()) {
+    return FinishSweep(sweep, v1::SWEEP_SUCCEEDED, "");
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::FinishSweep(ActiveSweep& sweep, v1::SweepState state, const std::string& error) {
+  double now = clock_->Now();
+  // Stages that never got decided end with the sweep.
+  std::vector<StageRow> stages;
+  RETURN_IF_ERROR(store_->ListStages(sweep.id, &stages));
+  for (StageRow& row : stages) {
+    if (row.state == v1::STAGE_WAITING || row.state == v1::STAGE_RUNNING) {
+      row.state = v1::STAGE_CANCELLED;
+      RETURN_IF_ERROR(store_->UpdateStage(sweep.id, row, now));
+    }
+  }
+  RETURN_IF_ERROR(store_->UpdateSweep(sweep.id, state, sweep.current_stage, error, now));
+  sweep.state = state;
+  SweepRow row;
+  RETURN_IF_ERROR(store_->GetSweep(sweep.id, &row));
+  v1::SweepEvent event;
+  RETURN_IF_ERROR(BuildSweep(row, event.mutable_sweep()));
+  RETURN_IF_ERROR(Emit(sweep, v1::SWEEP_FINISHED, std::move(event)));
+  ForgetSweep(sweep.id);
+  return Status::Ok();
+}
+
+void SweepEngine::ForgetSweep(int64_t sweep_id) {
+  ActiveSweep& sweep = sweeps_.at(sweep_id);
+  std::vector<int> stages;
+  for (const auto& [stage, progress] : sweep.open_stages) stages.push_back(stage);
+  for (int stage : stages) ForgetStageTrials(sweep, stage);
+  for (auto it = released_.begin(); it != released_.end();) {
+    it = it->second == v1::TRIAL_PENDING ? released_.erase(it) : std::next(it);
+  }
+  sweeps_.erase(sweep_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery
+
+Status SweepEngine::Recover() {
+  sweeps_.clear();
+  trials_.clear();
+  tokens_.clear();
+  released_.clear();
+  leased_.clear();
+  events_.clear();
+
+  std::vector<SweepRow> rows;
+  RETURN_IF_ERROR(store_->ListActiveSweeps(&rows));
+  double now = clock_->Now();
+  SpecLimits unlimited;
+  unlimited.max_stage_trials = std::numeric_limits<int64_t>::max();  // Accepted once; never refuse it later.
+  for (const SweepRow& row : rows) {
+    ActiveSweep& sweep = sweeps_[row.id];
+    sweep.id = row.id;
+    Status s = ParseSweepSpec(row.spec_json, unlimited, &sweep.spec);
+    if (!s.ok()) return Status::Internal(fmt::format("sweep {}: stored spec no longer parses: {}", row.id, s.message()));
+    sweep.state = row.state;
+    sweep.current_stage = row.current_stage;
+    sweep.final_state = row.error.empty() ? v1::SWEEP_CANCELLED : v1::SWEEP_FAILED;
+    sweep.final_error = row.error;
+    RETURN_IF_ERROR(store_->MaxEventSeq(row.id, &sweep.last_seq));
+
+    std::vector<StageRow> stages;
+    RETURN_IF_ERROR(store_->ListStages(row.id, &stages));
+    for (const StageRow& stage : stages) {
+      if (stage.stage > 0 && stage.stage == static_cast<int>(sweep.spec.stages.size()) &&
+          stage.state == v1::STAGE_SUCCEEDED) {
+        sweep.spec_stages_done = true;
+      }
+      if (stage.state != v1::STAGE_RUNNING) continue;
+      StageProgress& progress = sweep.open_stages[stage.stage];
+      TrialFilter filter;
+      filter.stage = stage.stage;
+      std::vector<TrialRow> trials;
+      RETURN_IF_ERROR(store_->ListTrials(row.id, filter, &trials));
+      for (TrialRow& tr : trials) {
+        TrialState& t = trials_[tr.trial.trial_id()];
+        t.id = tr.trial.trial_id();
+        t.sweep_id = row.id;
+        t.stage = stage.stage;
+        t.point_index = tr.trial.point_index();
+        t.seed = tr.trial.seed();
+        t.state = tr.trial.state();
+        t.attempt = tr.trial.attempt();
+        t.lost_leases = tr.lost_leases;
+        t.token = tr.lease_token;
+        t.worker = tr.trial.worker();
+        t.objective = tr.objective;
+        t.error = tr.trial.error();
+        t.point_json = tr.trial.point_json();
+        t.config_json = tr.trial.config_json();
+        progress.trial_ids.push_back(t.id);
+        ++progress.total;
+        if (IsTerminal(t.state)) ++progress.done;
+        if (!t.token.empty()) tokens_[t.token] = t.id;
+        if (t.state == v1::TRIAL_PENDING) sweep.pending.push_back(t.id);
+        if (t.state == v1::TRIAL_RUNNING) {
+          // Live workers keep reporting on their leases; dead ones' leases expire as usual.
+          t.lease_deadline = now + sweep.spec.lease_seconds;
+          t.stop_requested = sweep.state == v1::SWEEP_CANCELLING;
+          leased_.insert(t.id);
+          ++sweep.running;
+        }
+      }
+    }
+  }
+  // Stages whose last trial finished right before a crash are decided now.
+  std::vector<int64_t> ids;
+  for (const auto& [id, sweep] : sweeps_) ids.push_back(id);
+  for (int64_t id : ids) {
+    auto it = sweeps_.find(id);
+    if (it == sweeps_.end()) continue;
+    std::vector<int> complete;
+    for (const auto& [stage, progress] : it->second.open_stages) {
+      if (progress.done == progress.total) complete.push_back(stage);
+    }
+    for (int stage : complete) {
+      if (sweeps_.count(id) && sweeps_.at(id).state == v1::SWEEP_RUNNING) RETURN_IF_ERROR(DecideOpenStage(sweeps_.at(id), stage));
+    }
+    if (sweeps_.count(id)) RETURN_IF_ERROR(MaybeFinish(sweeps_.at(id)));
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+Status SweepEngine::BuildSweep(const SweepRow& row, v1::Sweep* sweep) {
+  sweep->set_sweep_id(row.id);
+  sweep->set_name(row.name);
+  sweep->set_state(row.state);
+  sweep->set_spec_json(row.spec_json);
+  sweep->set_current_stage(row.current_stage);
+  sweep->set_error(row.error);
+  sweep->set_created_at(row.created_at);
+  sweep->set_finished_at(row.finished_at);
+  Json spec = Json::parse(row.spec_json, nullptr, false);
+  if (spec.is_object()) {
+    sweep->set_objective_metric(spec["objective"].value("metric", ""));
+    sweep->set_objective_goal(spec["objective"].value("goal", ""));
+    sweep->set_num_stages(static_cast<int>(spec["stages"].size()));
+    sweep->set_has_baseline(spec.contains("baseline"));
+  }
+  std::map<v1::TrialState, int> counts;
+  RETURN_IF_ERROR(store_->CountTrials(row.id, &counts));
+  int total = 0;
+  for (const auto& [state, n] : counts) total += n;
+  sweep->set_trials_total(total);
+  sweep->set_trials_done(counts[v1::TRIAL_SUCCEEDED] + counts[v1::TRIAL_FAILED] + counts[v1::TRIAL_CANCELLED]);
+  sweep->set_trials_failed(counts[v1::TRIAL_FAILED]);
+  sweep->set_trials_running(counts[v1::TRIAL_RUNNING]);
+  return Status::Ok();
+}
+
+Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, std::vector<v1::StageResult>* out) {
+  SweepSpec spec;
+  SpecLimits unlimited;
+  unlimited.max_stage_trials = std::numeric_limits<int64_t>::max();
+  RETURN_IF_ERROR(ParseSweepSpec(row.spec_json, unlimited, &spec));
+  std::vector<StageRow> stages;
+  RETURN_IF_ERROR(store_->ListStages(row.id, &stages));
+  std::optional<double> baseline_mean;
+  for (const StageRow& stage : stages) {
+    bool wanted = !only || *only == stage.stage;
+    bool need_baseline = stage.stage == 0 && stage.state == v1::STAGE_SUCCEEDED;
+    if (!wanted && !need_baseline) continue;
+    TrialFilter filter;
+    filter.stage = stage.stage;
+    std::vector<TrialRow> trials;
+    RETURN_IF_ERROR(store_->ListTrials(row.id, filter, &trials));
+    std::vector<TrialOutcome> outcomes;
+    v1::StageResult result;
+    for (const TrialRow& t : trials) {
+      outcomes.push_back({t.trial.trial_id(), t.trial.point_index(), t.trial.seed(), t.trial.state(), t.objective,
+                          t.trial.error(), t.trial.point_json()});
+      if (IsTerminal(t.trial.state())) result.set_trials_done(result.trials_done() + 1);
+      if (t.trial.state() == v1::TRIAL_FAILED) result.set_trials_failed(result.trials_failed() + 1);
+    }
+    StageDecision decision = DecideStage(outcomes, spec.maximize, spec.metric, StageLabel(spec, stage.stage));
+    if (stage.stage == 0 && stage.state == v1::STAGE_SUCCEEDED && decision.winner >= 0) {
+      baseline_mean = decision.points[decision.winner].mean();
+    }
+    if (!wanted) continue;
+    result.set_stage(stage.stage);
+    result.set_name(stage.name);
+    result.set_state(stage.state);
+    result.set_trials_total(static_cast<int>(trials.size()));
+    for (const v1::PointScore& p : decision.points) {
+      *result.add_points() = p;
+      if (stage.state == v1::STAGE_SUCCEEDED && p.point_index() == stage.winner_point) *result.mutable_winner() = p;
+    }
+    if (stage.state == v1::STAGE_SUCCEEDED) result.set_winner_config_json(stage.winner_config);
+    result.set_error(stage.error);
+    out->push_back(std::move(result));
+  }
+  if (baseline_mean) {
+    for (v1::StageResult& r : *out) {
+      r.set_has_baseline(true);
+      r.set_baseline_mean(*baseline_mean);
+      if (r.state() == v1::STAGE_SUCCEEDED) r.set_delta_to_baseline(r.winner().mean() - *baseline_mean);
+    }
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::GetSweep(int64_t sweep_id, v1::GetSweepResponse* response) {
+  SweepRow row;
+  RETURN_IF_ERROR(store_->GetSweep(sweep_id, &row));
+  RETURN_IF_ERROR(BuildSweep(row, response->mutable_sweep()));
+  std::vector<v1::StageResult> stages;
+  RETURN_IF_ERROR(BuildStages(row, std::nullopt, &stages));
+  for (v1::StageResult& s : stages) *response->add_stages() = std::move(s);
+  return Status::Ok();
+}
+
+Status SweepEngine::ListSweeps(int limit, v1::ListSweepsResponse* response) {
+  std::vector<SweepRow> rows;
+  RETURN_IF_ERROR(store_->ListSweeps(limit <= 0 ? 100 : limit, &rows));
+  for (const SweepRow& row : rows) RETURN_IF_ERROR(BuildSweep(row, response->add_sweeps()));
+  return Status::Ok();
+}
+
+Status SweepEngine::ListTrials(const v1::ListTrialsRequest& request, v1::ListTrialsResponse* response) {
+  SweepRow row;
+  RETURN_IF_ERROR(store_->GetSweep(request.sweep_id(), &row));
+  TrialFilter filter;
+  if (request.has_stage()) filter.stage = request.stage();
+  filter.state = request.state();
+  std::vector<TrialRow> rows;
+  RETURN_IF_ERROR(store_->ListTrials(request.sweep_id(), filter, &rows));
+  for (TrialRow& r : rows) *response->add_trials() = std::move(r.trial);
+  return Status::Ok();
+}
+
+Status SweepEngine::GetBestConfig(const v1::GetBestConfigRequest& request, v1::GetBestConfigResponse* response) {
+  SweepRow row;
+  RETURN_IF_ERROR(store_->GetSweep(request.sweep_id(), &row));
+  std::vector<v1::StageResult> stages;
+  RETURN_IF_ERROR(BuildStages(row, std::nullopt, &stages));
+  Json spec = Json::parse(row.spec_json);
+  if (request.has_stage()) {
+    int max_stage = static_cast<int>(spec["stages"].size());
+    int min_stage = spec.contains("baseline") ? 0 : 1;
+    if (request.stage() < min_stage || request.stage() > max_stage) {
+      return Status::InvalidArgument(fmt::format("stage: {} is not a stage of sweep {} (stages are {}..{})",
+                                                 request.stage(), request.sweep_id(), min_stage, max_stage));
+    }
+  }
+  std::string best = spec["base"].dump();
+  for (const v1::StageResult& s : stages) {
+    if (s.stage() > 0 && s.state() == v1::STAGE_SUCCEEDED) best = s.winner_config_json();
+    if (!request.has_stage() || request.stage() == s.stage()) *response->add_stages() = s;
+  }
+  response->set_best_config_json(best);
+  return Status::Ok();
+}
+
+Status SweepEngine::SweepFinished(int64_t sweep_id, bool* finished) {
+  if (sweeps_.count(sweep_id)) {
+    *finished = false;
+    return Status::Ok();
+  }
+  SweepRow row;
+  RETURN_IF_ERROR(store_->GetSweep(sweep_id, &row));
+  *finished = row.state == v1::SWEEP_SUCCEEDED || row.state == v1::SWEEP_FAILED || row.state == v1::SWEEP_CANCELLED;
+  return Status::Ok();
+}
+
+}  // namespace moesweep

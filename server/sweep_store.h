@@ -1,0 +1,114 @@
+// SweepStore: everything moesweep keeps in SQLite (sweeps, stages, trials, per-step metrics and
+// events), behind typed methods; callers never see SQL. Owns one connection and its prepared
+// statements, so it belongs to one thread (the coordinator's). Multi-row changes are grouped by the
+// caller with Begin()/Commit().
+#ifndef MOESWEEP_SERVER_SWEEP_STORE_H_
+#define MOESWEEP_SERVER_SWEEP_STORE_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "moesweep/v1/moesweep.pb.h"
+#include "server/sqlite.h"
+
+namespace moesweep {
+
+namespace v1 = ::moesweep::v1;
+
+// A sweep row as stored.
+struct SweepRow {
+  int64_t id = 0;
+  std::string name;
+  std::string spec_json;
+  v1::SweepState state = v1::SWEEP_RUNNING;
+  int current_stage = 0;
+  std::string error;
+  double created_at = 0;
+  double finished_at = 0;
+};
+
+struct StageRow {
+  int stage = 0;
+  std::string name;
+  v1::StageState state = v1::STAGE_WAITING;
+  int winner_point = -1;
+  std::string winner_config;
+  std::string error;
+};
+
+// A trial row; `trial` holds every user-visible field, the rest is lease bookkeeping.
+struct TrialRow {
+  v1::Trial trial;
+  std::string lease_token;
+  int lost_leases = 0;  // Leases that expired; at max_attempts the trial fails.
+  std::optional<double> objective;
+};
+
+struct TrialFilter {
+  std::optional<int> stage;
+  v1::TrialState state = v1::TRIAL_STATE_UNSPECIFIED;
+};
+
+class SweepStore {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens `path` (":memory:" for tests) and migrates it to kSchemaVersion. A database written by
+  // a newer moesweep is refused rather than misread.
+  static Status Open(const std::string& path, std::unique_ptr<SweepStore>* out);
+
+  Status Begin();
+  Status Commit();
+  void Rollback();
+
+  // Writes.
+  Status InsertSweep(const SweepRow& row, int64_t* id);
+  Status UpdateSweep(int64_t id, v1::SweepState state, int current_stage, const std::string& error, double finished_at);
+  Status InsertStage(int64_t sweep_id, const StageRow& row);
+  Status UpdateStage(int64_t sweep_id, const StageRow& row, double decided_at);
+  Status InsertTrial(const v1::Trial& trial, int64_t* id);
+  Status MarkTrialLeased(int64_t id, int attempt, const std::string& token, const std::string& worker, double now);
+  Status MarkTrialRequeued(int64_t id, int lost_leases, const std::string& reason);
+  Status MarkTrialFinished(int64_t id, v1::TrialState state, const std::map<std::string, double>& metrics,
+                           const v1::ExpertStats& stats, std::optional<double> objective, const std::string& error,
+                           const std::string& lease_token, double now);
+  Status InsertMetrics(int64_t trial_id, int attempt, int64_t step, double time,
+                       const google::protobuf::Map<std::string, double>& metrics, const v1::ExpertStats* stats);
+  Status InsertEvent(const v1::SweepEvent& event);
+
+  // Reads.
+  Status GetSweep(int64_t id, SweepRow* row);  // NotFound when absent.
+  Status ListSweeps(int limit, std::vector<SweepRow>* rows);
+  Status ListActiveSweeps(std::vector<SweepRow>* rows);  // RUNNING or CANCELLING, oldest first.
+  Status ListStages(int64_t sweep_id, std::vector<StageRow>* rows);
+  Status ListTrials(int64_t sweep_id, const TrialFilter& filter, std::vector<TrialRow>* rows);
+  // Trial counts by state for one sweep.
+  Status CountTrials(int64_t sweep_id, std::map<v1::TrialState, int>* counts);
+  // The trial whose current or last lease used `token`, if any.
+  Status FindTrialByToken(const std::string& token, std::optional<TrialRow>* row);
+  // Events with seq > after_seq, oldest first, at most `limit`.
+  Status ReadEvents(int64_t sweep_id, int64_t after_seq, int limit, std::vector<v1::SweepEvent>* events);
+  Status MaxEventSeq(int64_t sweep_id, int64_t* seq);
+
+ private:
+  explicit SweepStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  Status Migrate();
+  // A cached prepared statement; statements live as long as the store.
+  Status Prepare(const char* sql, Statement** out);
+  Status ReadTrials(Statement* stmt, std::vector<TrialRow>* rows);
+
+  std::unique_ptr<Database> db_;
+  std::map<const char*, std::unique_ptr<Statement>> statements_;
+  bool in_transaction_ = false;
+};
+
+// The coordinator's JSON form of a metrics map ({"val_accuracy": 0.91}); non-finite values become null.
+std::string MetricsToJson(const std::map<std::string, double>& metrics);
+
+}  // namespace moesweep
+
+#endif  // MOESWEEP_SERVER_SWEEP_STORE_H_
