@@ -134,7 +134,8 @@ void Coordinator::Watch(int64_t sweep_id, int64_t after_seq, std::shared_ptr<Wat
 
 void Coordinator::Sync() {
   std::promise<void> done;
-  Enqueue({true, [] { return Status::Ok(); }, [&done](const Status&) { done.set_value(); }});
+  // A read: reads run after the writes of their batch, so this one runs after everything before it.
+  Enqueue({false, [] { return Status::Ok(); }, [&done](const Status&) { done.set_value(); }});
   done.get_future().wait();
 }
 

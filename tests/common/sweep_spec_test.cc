@@ -1,0 +1,151 @@
+#include "common/sweep_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace moesweep {
+namespace {
+
+const char* kGood = R"({
+  "name": "moe-staged-tuning",
+  "objective": {"metric": "val_accuracy", "goal": "maximize"},
+  "seeds": [42, 123, 456],
+  "base": {"model": "moe_mlp", "dataset": "synthetic", "epochs": 5},
+  "stages": [
+    {"name": "core", "grid": {"expert_hidden_dim": [512, 1024, 2048], "temperature": [0.3, 0.5, 0.7, 1.0, 1.5]}},
+    {"name": "structure", "grid": {"expert_layers": [1, 2, 3], "gate_layers": [1, 2]}}
+  ],
+  "max_attempts": 3,
+  "lease_seconds": 60
+})";
+
+// Parses `text` and returns the error message ("" when valid).
+std::string Error(const std::string& text, SpecLimits limits = {}) {
+  SweepSpec spec;
+  Status s = ParseSweepSpec(text, limits, &spec);
+  return s.ok() ? "" : s.message();
+}
+
+// The good spec with one top-level key replaced.
+std::string With(const std::string& key, const Json& value) {
+  Json j = Json::parse(kGood);
+  j[key] = value;
+  return j.dump();
+}
+
+TEST(SweepSpec, ParsesTheIssueExample) {
+  SweepSpec spec;
+  ASSERT_TRUE(ParseSweepSpec(kGood, {}, &spec).ok());
+  EXPECT_EQ(spec.name, "moe-staged-tuning");
+  EXPECT_EQ(spec.metric, "val_accuracy");
+  EXPECT_TRUE(spec.maximize);
+  EXPECT_EQ(spec.seeds, (std::vector<int64_t>{42, 123, 456}));
+  ASSERT_EQ(spec.stages.size(), 2u);
+  EXPECT_EQ(spec.stages[0].NumPoints(), 15u);
+  EXPECT_EQ(spec.stages[1].NumPoints(), 6u);
+  EXPECT_EQ(spec.max_attempts, 3);
+  EXPECT_DOUBLE_EQ(spec.lease_seconds, 60);
+}
+
+TEST(SweepSpec, PointsFollowTheWrittenOrderLastAxisFastest) {
+  SweepSpec spec;
+  ASSERT_TRUE(ParseSweepSpec(kGood, {}, &spec).ok());
+  EXPECT_EQ(spec.stages[0].Point(0).dump(), R"({"expert_hidden_dim":512,"temperature":0.3})");
+  EXPECT_EQ(spec.stages[0].Point(1).dump(), R"({"expert_hidden_dim":512,"temperature":0.5})");
+  EXPECT_EQ(spec.stages[0].Point(5).dump(), R"({"expert_hidden_dim":1024,"temperature":0.3})");
+  EXPECT_EQ(spec.stages[0].Point(14).dump(), R"({"expert_hidden_dim":2048,"temperature":1.5})");
+}
+
+TEST(SweepSpec, NormalisedFormRoundTrips) {
+  SweepSpec spec, again;
+  ASSERT_TRUE(ParseSweepSpec(kGood, {}, &spec).ok());
+  ASSERT_TRUE(ParseSweepSpec(spec.ToJson().dump(), {}, &again).ok());
+  EXPECT_EQ(spec.ToJson(), again.ToJson());
+}
+
+TEST(SweepSpec, SyntaxErrorNamesLineAndColumn) {
+  std::string e = Error("{\n  \"name\": \"x\",\n  \"seeds\": [1,,2]\n}");
+  EXPECT_NE(e.find("line 3, column"), std::string::npos) << e;
+}
+
+TEST(SweepSpec, GridErrorsNameTheirPath) {
+  Json j = Json::parse(kGood);
+  j["stages"][1]["grid"]["temperature"] = Json::array();
+  EXPECT_EQ(Error(j.dump()), "stages[1].grid.temperature: expected a non-empty array of numbers");
+  j["stages"][1]["grid"]["temperature"] = {0.5, "hot"};
+  EXPECT_EQ(Error(j.dump()), "stages[1].grid.temperature[1]: expected a number, got \"hot\"");
+  j["stages"][1]["grid"]["temperature"] = {0.5, 0.5};
+  EXPECT_EQ(Error(j.dump()), "stages[1].grid.temperature[1]: duplicate value 0.5");
+  j = Json::parse(kGood);
+  j["stages"][0]["grid"]["temprature"] = {0.5};
+  EXPECT_EQ(Error(j.dump()), "stages[0].grid.temprature: unknown trial config key (did you mean \"temperature\"?)");
+  j = Json::parse(kGood);
+  j["stages"][0]["grid"]["seed"] = {1, 2};
+  EXPECT_NE(Error(j.dump()).find("stages[0].grid.seed:"), std::string::npos);
+  j = Json::parse(kGood);
+  j["stages"][0]["grid"]["attention"] = {Json::object()};
+  EXPECT_EQ(Error(j.dump()), "stages[0].grid.attention[0]: grid values must be numbers, strings or booleans, got object");
+  j = Json::parse(kGood);
+  j["stages"][0]["grid"] = Json::object();
+  EXPECT_NE(Error(j.dump()).find("stages[0].grid: required"), std::string::npos);
+}
+
+TEST(SweepSpec, BaseTypoGetsASuggestion) {
+  EXPECT_EQ(Error(With("base", {{"temprature", 0.5}})),
+            "base.temprature: unknown trial config key (did you mean \"temperature\"?)");
+  EXPECT_EQ(Error(With("base", {{"seed", 1}})), "base.seed: set by the sweep's \"seeds\", not here");
+  EXPECT_EQ(Error(With("base", 5)), "base: expected an object of trial config keys, got integer");
+}
+
+TEST(SweepSpec, UnknownTopLevelKeysAreErrors) {
+  EXPECT_EQ(Error(With("stagez", 1)), "stagez: unknown key (did you mean \"stages\"?)");
+  Json j = Json::parse(kGood);
+  j["stages"][0]["gird"] = 1;
+  EXPECT_NE(Error(j.dump()).find("stages[0].gird: unknown key (did you mean \"grid\"?)"), std::string::npos);
+  j = Json::parse(kGood);
+  j["objective"]["direction"] = "up";
+  EXPECT_NE(Error(j.dump()).find("objective.direction: unknown key"), std::string::npos);
+}
+
+TEST(SweepSpec, ObjectiveSeedsAndLimits) {
+  EXPECT_EQ(Error(With("objective", {{"metric", "val_acuracy"}})),
+            "objective.metric: unknown metric \"val_acuracy\" (did you mean \"val_accuracy\"?)");
+  EXPECT_EQ(Error(With("objective", {{"metric", "val_loss"}, {"goal", "lower"}})),
+            "objective.goal: expected \"maximize\" or \"minimize\", got \"lower\"");
+  EXPECT_EQ(Error(With("seeds", Json::array())), "seeds: expected a non-empty array of non-negative integers");
+  EXPECT_EQ(Error(With("seeds", {1, 1})), "seeds[1]: duplicate seed 1");
+  EXPECT_EQ(Error(With("seeds", {1, -2})), "seeds[1]: expected a non-negative integer, got -2");
+  EXPECT_EQ(Error(With("max_attempts", 0)), "max_attempts: expected an integer in [1, 100], got 0");
+  EXPECT_EQ(Error(With("lease_seconds", "soon")), "lease_seconds: expected a number of seconds in [1, 86400], got \"soon\"");
+  EXPECT_EQ(Error(With("stages", Json::array())), "stages: expected a non-empty array of {\"name\", \"grid\"}");
+  EXPECT_EQ(Error(With("name", "")), "name: expected a non-empty string, got \"\"");
+  EXPECT_EQ(Error("[1]"), "the spec must be a JSON object, got array");
+}
+
+TEST(SweepSpec, StageOverTheTrialLimitIsRejected) {
+  SpecLimits limits;
+  limits.max_stage_trials = 40;  // core: 15 points x 3 seeds = 45.
+  EXPECT_EQ(Error(kGood, limits), "stages[0].grid: 15 points x 3 seeds = 45 trials exceeds the limit of 40 trials per stage");
+}
+
+TEST(SweepSpec, EveryProblemIsListed) {
+  Json j = Json::parse(kGood);
+  j.erase("name");
+  j["seeds"] = {1, "x"};
+  j["stages"][1]["grid"]["temprature"] = {1};
+  std::string e = Error(j.dump());
+  EXPECT_NE(e.find("name: required"), std::string::npos);
+  EXPECT_NE(e.find("seeds[1]"), std::string::npos);
+  EXPECT_NE(e.find("stages[1].grid.temprature"), std::string::npos);
+}
+
+TEST(SweepSpec, ValuesMayBeStringsAndBooleans) {
+  Json j = Json::parse(kGood);
+  j["stages"][0]["grid"] = {{"use_moe", {true, false}}, {"attention", {"softmax", "gated"}}};
+  SweepSpec spec;
+  ASSERT_TRUE(ParseSweepSpec(j.dump(), {}, &spec).ok());
+  EXPECT_EQ(spec.stages[0].NumPoints(), 4u);
+  EXPECT_EQ(spec.stages[0].Point(3).dump(), R"({"use_moe":false,"attention":"gated"})");
+}
+
+}  // namespace
+}  // namespace moesweep

@@ -1,0 +1,511 @@
+#include "server/coordinator.h"
+
+#include <map>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/json.h"
+#include "tests/server/coordinator_test_util.h"
+
+namespace moesweep {
+namespace {
+
+constexpr const char* kSpec = R"({
+  "name": "two-stage",
+  "objective": {"metric": "val_accuracy", "goal": "maximize"},
+  "seeds": [1, 2],
+  "base": {"epochs": 3, "temperature": 0.7},
+  "stages": [
+    {"name": "core", "grid": {"temperature": [0.5, 1.0, 1.5]}},
+    {"name": "structure", "grid": {"expert_layers": [1, 2]}}
+  ],
+  "max_attempts": 2,
+  "lease_seconds": 10
+})";
+
+// The objective a fake worker reports: temperature 1.0 and expert_layers 2 win.
+double Score(const Json& config) {
+  double t = config.value("temperature", 0.7);
+  int layers = config.value("expert_layers", 2);
+  return 0.5 - (t - 1.0) * (t - 1.0) + 0.01 * layers + 0.001 * config["seed"].get<int>();
+}
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open() {
+    Status s = Coordinator::Open(db_.path(), options_, &clock_, &coordinator_);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  void Restart() {
+    coordinator_.reset();
+    Open();
+  }
+
+  int64_t Submit(const std::string& spec = kSpec) {
+    v1::SubmitSweepRequest req;
+    req.set_spec_json(spec);
+    v1::SubmitSweepResponse resp;
+    Status s = CallSync(coordinator_.get(), &Coordinator::SubmitSweep, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return resp.sweep_id();
+  }
+
+  v1::AcquireTrialResponse Acquire(const std::string& worker = "w1") {
+    v1::AcquireTrialRequest req;
+    req.set_worker(worker);
+    v1::AcquireTrialResponse resp;
+    std::promise<Status> done;
+    coordinator_->AcquireTrial(req, &resp, std::chrono::seconds(0), nullptr,
+                               [&done](const Status& s) { done.set_value(s); });
+    EXPECT_TRUE(done.get_future().get().ok());
+    return resp;
+  }
+
+  Status Report(const std::string& token, int64_t step, double value, v1::ReportProgressResponse* resp = nullptr) {
+    v1::ReportProgressRequest req;
+    req.set_lease_token(token);
+    req.set_step(step);
+    (*req.mutable_metrics())["val_accuracy"] = value;
+    v1::ReportProgressResponse local;
+    return CallSync(coordinator_.get(), &Coordinator::ReportProgress, req, resp ? resp : &local);
+  }
+
+  Status Complete(const std::string& token, v1::CompleteTrialRequest::Outcome outcome,
+                  std::map<std::string, double> metrics, const std::string& error = "",
+                  v1::CompleteTrialResponse* resp = nullptr) {
+    v1::CompleteTrialRequest req;
+    req.set_lease_token(token);
+    req.set_outcome(outcome);
+    for (auto& [k, v] : metrics) (*req.mutable_metrics())[k] = v;
+    req.set_error(error);
+    v1::CompleteTrialResponse local;
+    return CallSync(coordinator_.get(), &Coordinator::CompleteTrial, req, resp ? resp : &local);
+  }
+
+  // Plays a worker: takes trials until none is left and completes each with Score().
+  int RunAll() {
+    int n = 0;
+    for (;;) {
+      v1::AcquireTrialResponse a = Acquire();
+      if (!a.has_trial()) return n;
+      Json config = Json::parse(a.config_json());
+      EXPECT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", Score(config)}}).ok());
+      ++n;
+    }
+  }
+
+  v1::GetSweepResponse GetSweep(int64_t id) {
+    v1::GetSweepRequest req;
+    req.set_sweep_id(id);
+    v1::GetSweepResponse resp;
+    EXPECT_TRUE(CallSync(coordinator_.get(), &Coordinator::GetSweep, req, &resp).ok());
+    return resp;
+  }
+
+  std::vector<v1::Trial> Trials(int64_t id, std::optional<int> stage = std::nullopt) {
+    v1::ListTrialsRequest req;
+    req.set_sweep_id(id);
+    if (stage) req.set_stage(*stage);
+    v1::ListTrialsResponse resp;
+    EXPECT_TRUE(CallSync(coordinator_.get(), &Coordinator::ListTrials, req, &resp).ok());
+    return {resp.trials().begin(), resp.trials().end()};
+  }
+
+  std::vector<v1::SweepEvent> StoredEvents(int64_t id) {
+    auto sink = std::make_shared<RecordingSink>(coordinator_.get(), id);
+    coordinator_->Watch(id, 0, sink);
+    auto finished = [&] {
+      auto e = sink->events();
+      return !e.empty() && e.back().type() == v1::SWEEP_FINISHED;
+    };
+    for (int i = 0; i < 200 && !sink->live() && !sink->closed() && !finished(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return sink->events();
+  }
+
+  TempDb db_{"coordinator_test"};
+  FakeClock clock_;
+  CoordinatorOptions options_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorTest, StageTwoCarriesStageOneWinnerAndSweepSucceeds) {
+  int64_t id = Submit();
+  EXPECT_EQ(Trials(id).size(), 6u);  // Only stage 1 exists before it is decided.
+  EXPECT_EQ(RunAll(), 10);
+
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_SUCCEEDED);
+  EXPECT_EQ(sweep.sweep().trials_total(), 10);
+  ASSERT_EQ(sweep.stages_size(), 2);
+  EXPECT_EQ(sweep.stages(0).state(), v1::STAGE_SUCCEEDED);
+  EXPECT_EQ(sweep.stages(0).winner().point_json(), R"({"temperature":1.0})");
+  for (const v1::Trial& t : Trials(id, 2)) {
+    Json config = Json::parse(t.config_json());
+    EXPECT_EQ(config["temperature"], 1.0) << t.config_json();
+    EXPECT_EQ(config["epochs"], 3);
+  }
+  // The reported mean is the mean of the winner's stored trials.
+  double sum = 0;
+  int n = 0;
+  for (const v1::Trial& t : Trials(id, 2)) {
+    if (t.point_index() == sweep.stages(1).winner().point_index()) {
+      sum += t.metrics().at("val_accuracy");
+      ++n;
+    }
+  }
+  EXPECT_EQ(n, 2);
+  EXPECT_DOUBLE_EQ(sweep.stages(1).winner().mean(), sum / n);
+  EXPECT_EQ(sweep.stages(1).winner().n(), 2);
+
+  v1::GetBestConfigRequest best_req;
+  best_req.set_sweep_id(id);
+  v1::GetBestConfigResponse best;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::GetBestConfig, best_req, &best).ok());
+  EXPECT_EQ(best.best_config_json(), R"({"epochs":3,"temperature":1.0,"expert_layers":2})");
+  best_req.set_stage(1);
+  best.Clear();
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::GetBestConfig, best_req, &best).ok());
+  ASSERT_EQ(best.stages_size(), 1);
+  EXPECT_EQ(best.stages(0).stage(), 1);
+  best_req.set_stage(7);
+  EXPECT_EQ(CallSync(coordinator_.get(), &Coordinator::GetBestConfig, best_req, &best).code(),
+            Status::Code::kInvalidArgument);
+}
+
+TEST_F(CoordinatorTest, TrialsAreCreatedAndServedInGridThenSeedOrder) {
+  int64_t id = Submit();
+  std::vector<std::pair<int, int64_t>> order;
+  for (int i = 0; i < 6; ++i) {
+    v1::AcquireTrialResponse a = Acquire();
+    ASSERT_TRUE(a.has_trial());
+    Json config = Json::parse(a.config_json());
+    order.emplace_back(static_cast<int>(config["temperature"].get<double>() * 10), config["seed"].get<int64_t>());
+    EXPECT_EQ(a.sweep_id(), id);
+    EXPECT_EQ(a.attempt(), 1);
+    EXPECT_DOUBLE_EQ(a.lease_seconds(), 10);
+  }
+  EXPECT_EQ(order, (std::vector<std::pair<int, int64_t>>{{5, 1}, {5, 2}, {10, 1}, {10, 2}, {15, 1}, {15, 2}}));
+  EXPECT_FALSE(Acquire().has_trial());
+}
+
+TEST_F(CoordinatorTest, OldestSweepIsServedFirst) {
+  int64_t first = Submit();
+  int64_t second = Submit();
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(Acquire().sweep_id(), first);
+  EXPECT_EQ(Acquire().sweep_id(), second);  // The first sweep's stage 1 is all leased.
+}
+
+TEST_F(CoordinatorTest, ExpiredLeaseRequeuesThenFailsAfterMaxAttempts) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse a = Acquire("dead-worker");
+  clock_.Advance(10.5);
+  coordinator_->Sync();
+  v1::Trial t = Trials(id, 1)[0];
+  EXPECT_EQ(t.state(), v1::TRIAL_PENDING);
+  EXPECT_NE(t.error().find("lease of worker dead-worker expired"), std::string::npos) << t.error();
+
+  // It goes to the back of the queue; its next lease has attempt 2.
+  v1::AcquireTrialResponse again;
+  for (int i = 0; i < 6 && (!again.has_trial() || again.trial_id() != a.trial_id()); ++i) again = Acquire();
+  ASSERT_EQ(again.trial_id(), a.trial_id());
+  EXPECT_EQ(again.attempt(), 2);
+  clock_.Advance(10.5);
+  coordinator_->Sync();
+  t = Trials(id, 1)[0];
+  EXPECT_EQ(t.state(), v1::TRIAL_FAILED);
+  EXPECT_NE(t.error().find("gave up after max_attempts=2"), std::string::npos) << t.error();
+}
+
+TEST_F(CoordinatorTest, ReportsRenewTheLease) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse a = Acquire();
+  for (int step = 1; step <= 3; ++step) {
+    clock_.Advance(8);
+    v1::ReportProgressResponse r;
+    ASSERT_TRUE(Report(a.lease_token(), step, 0.1 * step, &r).ok());
+    EXPECT_EQ(r.directive(), v1::CONTINUE);
+    coordinator_->Sync();
+  }
+  v1::Trial t = Trials(id, 1)[0];
+  EXPECT_EQ(t.state(), v1::TRIAL_RUNNING);  // 24 s after acquire, but never 10 s without a report.
+  EXPECT_NEAR(t.metrics().at("val_accuracy"), 0.3, 1e-12);
+}
+
+TEST_F(CoordinatorTest, StaleTokenIsRefusedAndChangesNothing) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse first = Acquire("slow");
+  clock_.Advance(11);
+  coordinator_->Sync();
+  v1::AcquireTrialResponse second;
+  while (!second.has_trial() || second.trial_id() != first.trial_id()) second = Acquire("fast");
+  size_t events_before = StoredEvents(id).size();
+
+  EXPECT_EQ(Report(first.lease_token(), 1, 0.99).code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(Complete(first.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.99}}).code(),
+            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(Complete("never-issued", v1::CompleteTrialRequest::FAILED, {}, "x").code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(StoredEvents(id).size(), events_before);
+  v1::Trial t = Trials(id, 1)[0];
+  EXPECT_EQ(t.state(), v1::TRIAL_RUNNING);
+  EXPECT_EQ(t.worker(), "fast");
+  EXPECT_TRUE(t.metrics().empty());
+}
+
+TEST_F(CoordinatorTest, RepeatedCompletionIsAnsweredAsTheFirst) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse a = Acquire();
+  v1::CompleteTrialResponse r1, r2;
+  ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.8}}, "", &r1).ok());
+  ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::FAILED, {{"val_accuracy", 0.1}}, "retry", &r2).ok());
+  EXPECT_EQ(r1.state(), v1::TRIAL_SUCCEEDED);
+  EXPECT_EQ(r2.state(), v1::TRIAL_SUCCEEDED);
+  v1::Trial t = Trials(id, 1)[0];
+  EXPECT_DOUBLE_EQ(t.metrics().at("val_accuracy"), 0.8);
+  int finished = 0;
+  for (const auto& e : StoredEvents(id)) finished += e.type() == v1::TRIAL_FINISHED;
+  EXPECT_EQ(finished, 1);
+
+  // Still idempotent once the stage is decided and the trial lives only in the database.
+  RunAll();
+  v1::CompleteTrialResponse r3;
+  ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.8}}, "", &r3).ok());
+  EXPECT_EQ(r3.state(), v1::TRIAL_SUCCEEDED);
+}
+
+TEST_F(CoordinatorTest, ReleasedTrialIsQueuedAgainWithoutCountingAsAFailure) {
+  int64_t id = Submit();
+  int64_t trial = 0;
+  for (int i = 0; i < 4; ++i) {  // More releases than max_attempts.
+    v1::AcquireTrialResponse a = Acquire();
+    trial = a.trial_id();
+    v1::CompleteTrialResponse r;
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::RELEASED, {}, "", &r).ok());
+    EXPECT_EQ(r.state(), v1::TRIAL_PENDING);
+  }
+  v1::AcquireTrialResponse a = Acquire();
+  EXPECT_EQ(a.trial_id(), trial);  // Released trials go to the front.
+  EXPECT_EQ(a.attempt(), 5);
+  EXPECT_EQ(Trials(id, 1)[0].state(), v1::TRIAL_RUNNING);
+}
+
+TEST_F(CoordinatorTest, CancelStopsRunningTrialsAndCancelsPendingOnes) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse running = Acquire();
+  v1::CancelSweepRequest req;
+  req.set_sweep_id(id);
+  v1::CancelSweepResponse resp;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::CancelSweep, req, &resp).ok());
+  EXPECT_EQ(resp.state(), v1::SWEEP_CANCELLING);
+  EXPECT_EQ(resp.trials_cancelled(), 5);
+  EXPECT_EQ(resp.trials_stopping(), 1);
+  EXPECT_FALSE(Acquire().has_trial());
+
+  v1::ReportProgressResponse r;
+  ASSERT_TRUE(Report(running.lease_token(), 1, 0.5, &r).ok());
+  EXPECT_EQ(r.directive(), v1::STOP);
+  ASSERT_TRUE(Complete(running.lease_token(), v1::CompleteTrialRequest::FAILED, {}, "stopped").ok());
+
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_CANCELLED);
+  for (const v1::Trial& t : Trials(id)) EXPECT_EQ(t.state(), v1::TRIAL_CANCELLED);
+  for (const v1::StageResult& s : sweep.stages()) EXPECT_EQ(s.state(), v1::STAGE_CANCELLED);
+  auto events = StoredEvents(id);
+  EXPECT_EQ(events.back().type(), v1::SWEEP_FINISHED);
+  EXPECT_EQ(events.back().sweep().state(), v1::SWEEP_CANCELLED);
+  // Cancelling again is a no-op that reports the state.
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::CancelSweep, req, &resp).ok());
+  EXPECT_EQ(resp.state(), v1::SWEEP_CANCELLED);
+  req.set_sweep_id(999);
+  EXPECT_EQ(CallSync(coordinator_.get(), &Coordinator::CancelSweep, req, &resp).code(), Status::Code::kNotFound);
+}
+
+TEST_F(CoordinatorTest, StageWhereEveryTrialFailedFailsTheSweepQuotingTheFirstError) {
+  int64_t id = Submit();
+  for (int i = 0; i < 6; ++i) {
+    v1::AcquireTrialResponse a = Acquire();
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::FAILED, {}, "loss is NaN at epoch " + std::to_string(i)).ok());
+  }
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_FAILED);
+  EXPECT_NE(sweep.sweep().error().find("stage 1 \"core\": every trial failed; first error"), std::string::npos)
+      << sweep.sweep().error();
+  EXPECT_NE(sweep.sweep().error().find("loss is NaN at epoch 0"), std::string::npos);
+  EXPECT_EQ(sweep.stages(0).state(), v1::STAGE_FAILED);
+  EXPECT_EQ(sweep.stages(1).state(), v1::STAGE_CANCELLED);
+}
+
+TEST_F(CoordinatorTest, ObjectiveThatNoTrialReportedFailsTheSweep) {
+  int64_t id = Submit();
+  for (int i = 0; i < 6; ++i) {
+    v1::AcquireTrialResponse a = Acquire();
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_loss", 0.3}}).ok());
+  }
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_FAILED);
+  EXPECT_NE(sweep.sweep().error().find("no trial reported the objective metric \"val_accuracy\""), std::string::npos)
+      << sweep.sweep().error();
+}
+
+TEST_F(CoordinatorTest, InvalidSpecIsRefusedWithItsPathAndStoresNothing) {
+  Json spec = Json::parse(kSpec);
+  spec["stages"][1]["grid"]["temperature"] = Json::array();
+  v1::SubmitSweepRequest req;
+  req.set_spec_json(spec.dump());
+  v1::SubmitSweepResponse resp;
+  Status s = CallSync(coordinator_.get(), &Coordinator::SubmitSweep, req, &resp);
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(s.message(), "stages[1].grid.temperature: expected a non-empty array of numbers");
+  v1::ListSweepsResponse list;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::ListSweeps, v1::ListSweepsRequest(), &list).ok());
+  EXPECT_EQ(list.sweeps_size(), 0);
+}
+
+TEST_F(CoordinatorTest, BaselineRunsFirstAndWinnersReportTheirDifference) {
+  Json spec = Json::parse(kSpec);
+  spec["baseline"] = {{"temperature", 1.5}};
+  int64_t id = Submit(spec.dump());
+  v1::AcquireTrialResponse first = Acquire();
+  EXPECT_EQ(first.stage(), 0);  // Baseline trials are queued first.
+  EXPECT_EQ(Json::parse(first.config_json())["temperature"], 1.5);
+  ASSERT_TRUE(Complete(first.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                       {{"val_accuracy", Score(Json::parse(first.config_json()))}}).ok());
+  RunAll();
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_SUCCEEDED);
+  ASSERT_EQ(sweep.stages_size(), 3);
+  EXPECT_EQ(sweep.stages(0).name(), "baseline");
+  double baseline = sweep.stages(0).winner().mean();
+  for (const v1::StageResult& s : sweep.stages()) {
+    EXPECT_TRUE(s.has_baseline());
+    EXPECT_DOUBLE_EQ(s.delta_to_baseline(), s.winner().mean() - baseline);
+  }
+  EXPECT_GT(sweep.stages(2).delta_to_baseline(), 0);
+}
+
+TEST_F(CoordinatorTest, WatchReplaysThenFollowsLiveWithoutGapOrDuplicate) {
+  options_.replay_page = 3;  // Several replay pages.
+  Restart();
+  int64_t id = Submit();
+  for (int i = 0; i < 3; ++i) {
+    v1::AcquireTrialResponse a = Acquire();
+    ASSERT_TRUE(Report(a.lease_token(), 1, 0.1).ok());
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.2}}).ok());
+  }
+  auto sink = std::make_shared<RecordingSink>(coordinator_.get(), id);
+  coordinator_->Watch(id, 2, sink);
+  RunAll();
+  coordinator_->Sync();
+  coordinator_->Sync();
+  auto events = sink->events();
+  ASSERT_FALSE(events.empty());
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 3));
+  EXPECT_EQ(events.back().type(), v1::SWEEP_FINISHED);
+  EXPECT_GT(sink->replay_pages(), 2);
+  EXPECT_EQ(events.size() + 2, StoredEvents(id).size());
+
+  // A watcher that comes after the end gets the full history, and one past the end is closed OK.
+  auto late = StoredEvents(id);
+  EXPECT_EQ(late.front().type(), v1::SWEEP_SUBMITTED);
+  auto past = std::make_shared<RecordingSink>(coordinator_.get(), id);
+  coordinator_->Watch(id, late.back().seq(), past);
+  coordinator_->Sync();
+  Status closed;
+  EXPECT_TRUE(past->closed(&closed));
+  EXPECT_TRUE(closed.ok());
+  auto unknown = std::make_shared<RecordingSink>(coordinator_.get(), 999);
+  coordinator_->Watch(999, 0, unknown);
+  coordinator_->Sync();
+  EXPECT_TRUE(unknown->closed(&closed));
+  EXPECT_EQ(closed.code(), Status::Code::kNotFound);
+}
+
+TEST_F(CoordinatorTest, RestartResumesSweepsAndKeepsLiveLeases) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse live = Acquire("survivor");
+  ASSERT_TRUE(Report(live.lease_token(), 1, 0.3).ok());
+  v1::AcquireTrialResponse done = Acquire();
+  ASSERT_TRUE(Complete(done.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                       {{"val_accuracy", Score(Json::parse(done.config_json()))}}).ok());
+
+  Restart();
+
+  // The live worker keeps reporting on its lease and completes it.
+  v1::ReportProgressResponse r;
+  ASSERT_TRUE(Report(live.lease_token(), 2, 0.4, &r).ok());
+  EXPECT_EQ(r.directive(), v1::CONTINUE);
+  ASSERT_TRUE(Complete(live.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                       {{"val_accuracy", Score(Json::parse(live.config_json()))}}).ok());
+  // The completed trial's token is still answered idempotently.
+  v1::CompleteTrialResponse again;
+  ASSERT_TRUE(Complete(done.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {}, "", &again).ok());
+  EXPECT_EQ(again.state(), v1::TRIAL_SUCCEEDED);
+
+  EXPECT_EQ(RunAll(), 8);
+  EXPECT_EQ(GetSweep(id).sweep().state(), v1::SWEEP_SUCCEEDED);
+  std::map<int64_t, int> finished;
+  auto events = StoredEvents(id);
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
+    if (events[i].type() == v1::TRIAL_FINISHED) ++finished[events[i].trial().trial_id()];
+  }
+  EXPECT_EQ(finished.size(), 10u);
+  for (auto& [trial, n] : finished) EXPECT_EQ(n, 1) << "trial " << trial;
+}
+
+TEST_F(CoordinatorTest, LeaseOfADeadWorkerExpiresAfterRestart) {
+  int64_t id = Submit();
+  Acquire("dies-with-the-coordinator");
+  Restart();
+  clock_.Advance(10.5);
+  coordinator_->Sync();
+  EXPECT_EQ(Trials(id, 1)[0].state(), v1::TRIAL_PENDING);
+}
+
+TEST_F(CoordinatorTest, LongPollIsAnsweredWhenATrialArrives) {
+  v1::AcquireTrialRequest req;
+  req.set_worker("waiting");
+  v1::AcquireTrialResponse resp;
+  std::promise<Status> done;
+  auto start = std::chrono::steady_clock::now();
+  coordinator_->AcquireTrial(req, &resp, std::chrono::seconds(20), [] { return false; },
+                             [&done](const Status& s) { done.set_value(s); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Submit();
+  ASSERT_TRUE(done.get_future().get().ok());
+  EXPECT_TRUE(resp.has_trial());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+
+  // With nothing to hand out, the long-poll ends empty at its deadline.
+  for (int i = 0; i < 5; ++i) Acquire();
+  v1::AcquireTrialResponse empty;
+  std::promise<Status> done2;
+  start = std::chrono::steady_clock::now();
+  coordinator_->AcquireTrial(req, &empty, std::chrono::milliseconds(300), [] { return false; },
+                             [&done2](const Status& s) { done2.set_value(s); });
+  ASSERT_TRUE(done2.get_future().get().ok());
+  EXPECT_FALSE(empty.has_trial());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(250));
+}
+
+TEST_F(CoordinatorTest, ShutdownAnswersParkedLongPollsAndRefusesNewCalls) {
+  v1::AcquireTrialRequest req;
+  v1::AcquireTrialResponse resp;
+  std::promise<Status> done;
+  coordinator_->AcquireTrial(req, &resp, std::chrono::seconds(30), nullptr,
+                             [&done](const Status& s) { done.set_value(s); });
+  coordinator_->Sync();
+  coordinator_->Shutdown();
+  ASSERT_TRUE(done.get_future().get().ok());
+  EXPECT_FALSE(resp.has_trial());
+  v1::ListSweepsResponse list;
+  EXPECT_EQ(CallSync(coordinator_.get(), &Coordinator::ListSweeps, v1::ListSweepsRequest(), &list).code(),
+            Status::Code::kUnavailable);
+}
+
+}  // namespace
+}  // namespace moesweep

@@ -1,0 +1,220 @@
+// The coordinator end to end over gRPC, in-process: a client submits and watches while fake
+// workers pull, report and complete trials through the real services.
+#include "server/service.h"
+
+#include <atomic>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "common/json.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "moesweep/v1/moesweep.grpc.pb.h"
+#include "tests/server/coordinator_test_util.h"
+
+namespace moesweep {
+namespace {
+
+constexpr const char* kSpec = R"({
+  "name": "service-test",
+  "objective": {"metric": "val_loss", "goal": "minimize"},
+  "seeds": [1, 2],
+  "base": {"epochs": 2},
+  "stages": [
+    {"name": "width", "grid": {"expert_hidden_dim": [16, 32, 64]}},
+    {"name": "depth", "grid": {"expert_layers": [1, 2]}}
+  ],
+  "lease_seconds": 30
+})";
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(Coordinator::Open(db_.path(), {}, &clock_, &coordinator_).ok());
+    ASSERT_TRUE(CoordinatorServer::Start(coordinator_.get(), "127.0.0.1:0", &server_).ok());
+    channel_ = server_->server()->InProcessChannel(grpc::ChannelArguments());
+    sweeps_ = v1::SweepService::NewStub(channel_);
+    workers_ = v1::WorkerService::NewStub(channel_);
+  }
+  void TearDown() override {
+    server_.reset();
+    coordinator_.reset();
+  }
+
+  static void Deadline(grpc::ClientContext* ctx, int seconds = 10) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  }
+
+  // A fake worker: pulls until `stop`, reports each epoch, completes with a loss that favours
+  // expert_hidden_dim 32 and expert_layers 2.
+  void WorkerLoop(const std::string& name, std::atomic<bool>* stop) {
+    while (!*stop) {
+      grpc::ClientContext ctx;
+      Deadline(&ctx, 5);
+      v1::AcquireTrialRequest req;
+      req.set_worker(name);
+      req.set_wait_seconds(0.2);
+      v1::AcquireTrialResponse trial;
+      if (!workers_->AcquireTrial(&ctx, req, &trial).ok() || !trial.has_trial()) continue;
+      Json config = Json::parse(trial.config_json());
+      double loss = std::abs(config["expert_hidden_dim"].get<int>() - 32) / 32.0 +
+                    (config.value("expert_layers", 2) == 2 ? 0.0 : 0.1) + 0.01 * config["seed"].get<int>();
+      for (int epoch = 1; epoch <= 2; ++epoch) {
+        grpc::ClientContext rctx;
+        Deadline(&rctx);
+        v1::ReportProgressRequest report;
+        report.set_lease_token(trial.lease_token());
+        report.set_step(epoch);
+        (*report.mutable_metrics())["val_loss"] = loss + 1.0 / epoch;
+        v1::ReportProgressResponse reply;
+        ASSERT_TRUE(workers_->ReportProgress(&rctx, report, &reply).ok());
+      }
+      grpc::ClientContext cctx;
+      Deadline(&cctx);
+      v1::CompleteTrialRequest complete;
+      complete.set_lease_token(trial.lease_token());
+      complete.set_outcome(v1::CompleteTrialRequest::SUCCEEDED);
+      (*complete.mutable_metrics())["val_loss"] = loss;
+      auto* layer = complete.mutable_expert_stats()->add_layers();
+      layer->add_usage(0.5);
+      layer->add_usage(0.5);
+      layer->set_load_cv(0.0);
+      v1::CompleteTrialResponse done;
+      ASSERT_TRUE(workers_->CompleteTrial(&cctx, complete, &done).ok());
+    }
+  }
+
+  TempDb db_{"service_test"};
+  SystemClock clock_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<CoordinatorServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::SweepService::Stub> sweeps_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+};
+
+TEST_F(ServiceTest, SubmitWatchAndBestEndToEnd) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::SubmitSweepRequest submit;
+  submit.set_spec_json(kSpec);
+  v1::SubmitSweepResponse submitted;
+  ASSERT_TRUE(sweeps_->SubmitSweep(&ctx, submit, &submitted).ok());
+  EXPECT_EQ(submitted.trials_in_first_stage(), 6);
+
+  // Watch from the start while two workers run the sweep.
+  std::vector<v1::SweepEvent> events;
+  grpc::Status watch_status;
+  std::thread watcher([&] {
+    grpc::ClientContext wctx;
+    Deadline(&wctx, 60);
+    v1::WatchSweepRequest req;
+    req.set_sweep_id(submitted.sweep_id());
+    auto reader = sweeps_->WatchSweep(&wctx, req);
+    v1::SweepEvent e;
+    while (reader->Read(&e)) events.push_back(e);
+    watch_status = reader->Finish();
+  });
+  std::atomic<bool> stop{false};
+  std::thread w1([&] { WorkerLoop("w1", &stop); });
+  std::thread w2([&] { WorkerLoop("w2", &stop); });
+  watcher.join();  // Ends with the sweep.
+  stop = true;
+  w1.join();
+  w2.join();
+
+  ASSERT_TRUE(watch_status.ok()) << watch_status.error_message();
+  ASSERT_FALSE(events.empty());
+  for (size_t i = 0; i < events.size(); ++i) ASSERT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
+  EXPECT_EQ(events.front().type(), v1::SWEEP_SUBMITTED);
+  EXPECT_EQ(events.back().type(), v1::SWEEP_FINISHED);
+  EXPECT_EQ(events.back().sweep().state(), v1::SWEEP_SUCCEEDED);
+  int progress = 0, finished = 0;
+  for (const auto& e : events) {
+    progress += e.type() == v1::TRIAL_PROGRESS;
+    if (e.type() == v1::TRIAL_FINISHED) {
+      ++finished;
+      EXPECT_EQ(e.trial().expert_stats().layers(0).usage_size(), 2);
+    }
+  }
+  EXPECT_EQ(progress, 20);
+  EXPECT_EQ(finished, 10);
+
+  grpc::ClientContext bctx;
+  Deadline(&bctx);
+  v1::GetBestConfigRequest best_req;
+  best_req.set_sweep_id(submitted.sweep_id());
+  v1::GetBestConfigResponse best;
+  ASSERT_TRUE(sweeps_->GetBestConfig(&bctx, best_req, &best).ok());
+  EXPECT_EQ(best.best_config_json(), R"({"epochs":2,"expert_hidden_dim":32,"expert_layers":2})");
+  ASSERT_EQ(best.stages_size(), 2);
+  EXPECT_NEAR(best.stages(0).winner().mean(), 0.015 + 0.0, 1e-12);  // (0.01 + 0.02) / 2
+
+  grpc::ClientContext tctx;
+  Deadline(&tctx);
+  v1::ListTrialsRequest trials_req;
+  trials_req.set_sweep_id(submitted.sweep_id());
+  trials_req.set_stage(2);
+  trials_req.set_state(v1::TRIAL_SUCCEEDED);
+  v1::ListTrialsResponse trials;
+  ASSERT_TRUE(sweeps_->ListTrials(&tctx, trials_req, &trials).ok());
+  EXPECT_EQ(trials.trials_size(), 4);
+}
+
+TEST_F(ServiceTest, ErrorsCrossTheWireAsStatusCodes) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::SubmitSweepRequest submit;
+  submit.set_spec_json(R"({"name": "x", "objective": {"metric": "val_loss"}, "stages": [{"name": "a", "grid": {"temprature": [1]}}]})");
+  v1::SubmitSweepResponse resp;
+  grpc::Status s = sweeps_->SubmitSweep(&ctx, submit, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "stages[0].grid.temprature: unknown trial config key (did you mean \"temperature\"?)");
+
+  grpc::ClientContext gctx;
+  Deadline(&gctx);
+  v1::GetSweepRequest get;
+  get.set_sweep_id(42);
+  v1::GetSweepResponse sweep;
+  EXPECT_EQ(sweeps_->GetSweep(&gctx, get, &sweep).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  grpc::ClientContext rctx;
+  Deadline(&rctx);
+  v1::ReportProgressRequest report;
+  report.set_lease_token("stale");
+  v1::ReportProgressResponse reply;
+  EXPECT_EQ(workers_->ReportProgress(&rctx, report, &reply).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  grpc::ClientContext wctx;
+  Deadline(&wctx);
+  v1::WatchSweepRequest watch;
+  watch.set_sweep_id(42);
+  auto reader = sweeps_->WatchSweep(&wctx, watch);
+  v1::SweepEvent e;
+  EXPECT_FALSE(reader->Read(&e));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceTest, LongPollEndsEmptyBeforeTheCallersDeadline) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx, 1);
+  v1::AcquireTrialRequest req;
+  req.set_wait_seconds(30);  // Longer than the deadline: the coordinator answers first.
+  v1::AcquireTrialResponse resp;
+  grpc::Status s = workers_->AcquireTrial(&ctx, req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(resp.has_trial());
+}
+
+TEST_F(ServiceTest, HealthServiceSaysServing) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp).ok());
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+}  // namespace
+}  // namespace moesweep
