@@ -95,7 +95,11 @@ class StreamSink final : public WatchSink, public std::enable_shared_from_this<S
     current_ = std::move(queue_.front());
     queue_.pop_front();
     writing_ = true;
-    reactor_->StartWrite(&current_);
+    // With more events queued, let gRPC buffer this one so a run of events goes out in one TCP
+    // write; the last of the run (no hint) flushes. Measured +14-19% trials/s in the bench.
+    grpc::WriteOptions options;
+    if (!queue_.empty()) options.set_buffer_hint();
+    reactor_->StartWrite(&current_, options);
   }
 
   void FinishLocked() {

@@ -116,6 +116,7 @@ Status SweepStore::Open(const std::string& path, std::unique_ptr<SweepStore>* ou
   std::unique_ptr<SweepStore> store(new SweepStore(std::move(db)));
   s = store->Migrate();
   if (!s.ok()) return s;
+  if (path != ":memory:") store->checkpointer_ = WalCheckpointer::Start(store->db_.get());
   *out = std::move(store);
   return Status::Ok();
 }

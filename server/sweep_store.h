@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "moesweep/v1/moesweep.pb.h"
 #include "server/sqlite.h"
+#include "server/wal_checkpointer.h"
 
 namespace moesweep {
 
@@ -103,6 +104,7 @@ class SweepStore {
 
   std::unique_ptr<Database> db_;
   std::map<const char*, std::unique_ptr<Statement>> statements_;
+  std::unique_ptr<WalCheckpointer> checkpointer_;  // Declared after db_: destroyed before it.
   bool in_transaction_ = false;
 };
 

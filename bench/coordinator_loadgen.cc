@@ -1,0 +1,1033 @@
+// moesweep-coordinator-loadgen: plays W concurrent no-op workers against a real
+// moesweep-coordinator process over loopback, with one WatchSweep client attached, and checks at
+// the end that every acknowledged result is in the database exactly once.
+//
+//   moesweep-coordinator-loadgen --coordinator build-bench/server/moesweep-coordinator [--workers 32]
+//       [--grid 50x50] [--seeds 2] [--reports 10] [--threads 2] [--channels 2] [--json out.json]
+//
+// What it does:
+//   1. starts the coordinator on 127.0.0.1 (port chosen by the kernel, read from its log) with a
+//      fresh database file in a temporary directory;
+//   2. submits one sweep of one stage: a grid of two axes (expert_hidden_dim x temperature) times
+//      the seeds, e.g. 50 x 50 x 2 = 5000 trials;
+//   3. attaches a WatchSweep stream and waits until it has caught up (it then receives live events);
+//   4. W workers, each a state machine on a gRPC completion queue (a few threads drive them all,
+//      over a few shared channels), loop: AcquireTrial -> R x ReportProgress -> CompleteTrial;
+//   5. when the sweep has finished: ListTrials, a full replay of the events (WatchSweep from 0),
+//      then kills the coordinator with SIGKILL (no clean shutdown) and opens the database file
+//      read-only to check that every acknowledged report and completion is there, once.
+//
+// It prints throughput, per-RPC latency percentiles, the watch latency (CompleteTrial reply on
+// the worker -> TRIAL_FINISHED event on the watcher) and CPU use of both processes, and writes the
+// same as JSON with --json. Exit status 0 only if every check passed. Every RPC has a deadline and
+// the whole run is capped by --max-seconds (default 300); traffic goes to 127.0.0.1 only.
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <absl/synchronization/mutex.h>
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+
+#include "moesweep/v1/moesweep.grpc.pb.h"
+
+namespace {
+
+namespace v1 = moesweep::v1;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::chrono::system_clock::time_point DeadlineIn(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+struct Options {
+  std::string coordinator;      // Path of the moesweep-coordinator binary.
+  int workers = 32;
+  int axis_a = 50;              // expert_hidden_dim values.
+  int axis_b = 50;              // temperature values.
+  int seeds = 2;
+  int reports = 10;             // ReportProgress calls per trial.
+  int threads = 2;              // Completion-queue threads driving the workers.
+  int channels = 2;             // TCP connections the workers share.
+  double max_seconds = 300;     // Hard cap on the whole run.
+  double rpc_timeout = 30;      // Deadline of every unary call (AcquireTrial: wait + this).
+  double acquire_wait = 1.0;    // AcquireTrial long-poll.
+  std::string kill = "KILL";    // How the coordinator is stopped before the database check: KILL or TERM.
+  std::string json_out;
+  std::string workdir;          // Default: a fresh directory under $TMPDIR.
+  bool keep = false;            // Keep the work directory (database, log).
+  bool absl_deadlock = false;   // Leave absl::Mutex deadlock detection as the library has it.
+  std::string perf;             // perf record the coordinator during the load into this file.
+  bool watch = true;            // Diagnostic: --no-watch runs without the live watcher.
+};
+
+constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordinator PATH [options]
+
+  --coordinator PATH   moesweep-coordinator binary to start (required)
+  --workers N          concurrent workers (default 32)
+  --grid AxB           grid of the one stage: A expert_hidden_dim values x B temperature values (default 50x50)
+  --seeds N            seeds per grid point (default 2); trials = A * B * N
+  --reports N          ReportProgress calls per trial (default 10)
+  --threads N          client threads driving the workers (default 2)
+  --channels N         gRPC channels (TCP connections) the workers share (default 2)
+  --max-seconds S      hard cap on the whole run (default 300)
+  --kill KILL|TERM     how to stop the coordinator before reading its database (default KILL)
+  --json PATH          also write the results as JSON
+  --workdir DIR        put the database and coordinator log here (default: a new temp dir)
+  --keep               keep the work directory afterwards
+  --no-watch           diagnostic: no live WatchSweep client (shows what watching costs; the
+                       watch latency and live-watch checks are then skipped)
+  --perf FILE          run `perf record -g -p <coordinator>` during the load phase only, into FILE
+  --absl-deadlock-detection
+                       keep absl::Mutex deadlock detection in this process (Debian's abseil is built
+                       without NDEBUG, so it is on by default there; the load generator turns it off
+                       for itself so that its own CPU cost stays low)
+)";
+
+bool ParseArgs(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "loadgen: " << flag << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (flag == "--coordinator") {
+      o->coordinator = next();
+    } else if (flag == "--workers") {
+      o->workers = std::stoi(next());
+    } else if (flag == "--grid") {
+      std::string g = next();
+      if (std::sscanf(g.c_str(), "%dx%d", &o->axis_a, &o->axis_b) != 2) return false;
+    } else if (flag == "--seeds") {
+      o->seeds = std::stoi(next());
+    } else if (flag == "--reports") {
+      o->reports = std::stoi(next());
+    } else if (flag == "--threads") {
+      o->threads = std::stoi(next());
+    } else if (flag == "--channels") {
+      o->channels = std::stoi(next());
+    } else if (flag == "--max-seconds") {
+      o->max_seconds = std::stod(next());
+    } else if (flag == "--kill") {
+      o->kill = next();
+    } else if (flag == "--json") {
+      o->json_out = next();
+    } else if (flag == "--workdir") {
+      o->workdir = next();
+    } else if (flag == "--keep") {
+      o->keep = true;
+    } else if (flag == "--no-watch") {
+      o->watch = false;
+    } else if (flag == "--perf") {
+      o->perf = next();
+    } else if (flag == "--absl-deadlock-detection") {
+      o->absl_deadlock = true;
+    } else if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else {
+      std::cerr << "loadgen: unknown flag " << flag << "\n";
+      return false;
+    }
+  }
+  if (o->coordinator.empty() || o->workers < 1 || o->axis_a < 1 || o->axis_b < 1 || o->seeds < 1 ||
+      o->reports < 0 || o->threads < 1 || o->channels < 1 || (o->kill != "KILL" && o->kill != "TERM")) {
+    return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The coordinator process
+
+std::atomic<pid_t> g_child{0};
+
+struct CpuTimes {
+  double user = 0, sys = 0;
+  double total() const { return user + sys; }
+};
+
+// utime and stime of a process or thread from /proc/.../stat.
+std::optional<CpuTimes> ReadProcCpu(const std::string& stat_path, std::string* comm = nullptr) {
+  std::ifstream in(stat_path);
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  size_t open = line.find('('), close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos) return std::nullopt;
+  if (comm) *comm = line.substr(open + 1, close - open - 1);
+  std::istringstream rest(line.substr(close + 2));
+  std::vector<std::string> f;
+  std::string x;
+  while (rest >> x) f.push_back(x);
+  // After "pid (comm) ", field 3 (state) is f[0]; utime is field 14 -> f[11], stime field 15 -> f[12].
+  if (f.size() < 13) return std::nullopt;
+  double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return CpuTimes{std::stod(f[11]) / tick, std::stod(f[12]) / tick};
+}
+
+// Per-thread CPU of a process: thread name -> seconds (threads with equal names are summed).
+std::map<std::string, double> ThreadCpu(pid_t pid) {
+  std::map<std::string, double> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    std::string comm;
+    auto cpu = ReadProcCpu(entry.path().string() + "/stat", &comm);
+    if (cpu) out[comm] += cpu->total();
+  }
+  return out;
+}
+
+CpuTimes SelfCpu() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return CpuTimes{ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6};
+}
+
+pid_t StartCoordinator(const Options& o, const std::string& db, const std::string& log) {
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    std::exit(1);
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // Never outlive the load generator.
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execl(o.coordinator.c_str(), o.coordinator.c_str(), "--listen", "127.0.0.1:0", "--db", db.c_str(), "--max-stage-trials",
+          "1000000", static_cast<char*>(nullptr));
+    perror("exec");
+    _exit(127);
+  }
+  g_child = pid;
+  return pid;
+}
+
+// `perf record` of the coordinator process; SIGINT ends it (it then writes FILE).
+pid_t StartPerf(const std::string& file, pid_t target) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGINT);
+    std::string p = std::to_string(target);
+    execlp("perf", "perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p", p.c_str(), "-o", file.c_str(),
+           static_cast<char*>(nullptr));
+    perror("exec perf");
+    _exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Let it attach.
+  return pid;
+}
+
+// Reads "... (port N) ..." from the coordinator's log; 0 if it exited or did not say in time.
+int WaitForPort(pid_t pid, const std::string& log, double timeout) {
+  auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout));
+  while (Clock::now() < until) {
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string s = text.str();
+    size_t p = s.find("(port ");
+    if (p != std::string::npos) return std::atoi(s.c_str() + p + 6);
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      g_child = 0;
+      std::cerr << "loadgen: the coordinator exited at start:\n" << s << "\n";
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+struct Percentiles {
+  size_t n = 0;
+  double p50_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;
+};
+
+Percentiles Summarize(std::vector<int64_t> ns) {
+  Percentiles p;
+  p.n = ns.size();
+  if (ns.empty()) return p;
+  std::sort(ns.begin(), ns.end());
+  auto at = [&](double q) {
+    size_t i = static_cast<size_t>(q * static_cast<double>(ns.size() - 1) + 0.5);
+    return ns[std::min(i, ns.size() - 1)] / 1e6;
+  };
+  p.p50_ms = at(0.50);
+  p.p99_ms = at(0.99);
+  p.max_ms = ns.back() / 1e6;
+  double sum = 0;
+  for (int64_t v : ns) sum += static_cast<double>(v);
+  p.mean_ms = sum / static_cast<double>(ns.size()) / 1e6;
+  return p;
+}
+
+Json ToJson(const Percentiles& p) {
+  return {{"n", p.n}, {"p50_ms", p.p50_ms}, {"p99_ms", p.p99_ms}, {"max_ms", p.max_ms}, {"mean_ms", p.mean_ms}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers: one outstanding call each, driven by completion-queue threads.
+
+class Worker;
+
+struct Shared {
+  int64_t total_trials = 0;
+  std::vector<Worker*> workers;  // Set before any worker starts.
+  std::atomic<int64_t> completed{0};
+  std::atomic<bool> all_done{false};
+  std::atomic<int> active_workers{0};
+  std::atomic<int64_t> errors{0};
+  std::mutex mu;
+  std::condition_variable cv;  // Signalled when the last worker stops.
+  std::string first_error;     // Guarded by mu.
+
+  void Error(const std::string& what) {
+    int64_t n = errors.fetch_add(1);
+    if (n == 1000) {
+      std::cerr << "loadgen: 1000 RPC errors; giving up\n";
+      all_done = true;  // Workers stop; the checks at the end fail.
+    }
+    if (n < 5) {
+      std::lock_guard<std::mutex> lock(mu);
+      std::cerr << "loadgen: " << what << "\n";
+      if (first_error.empty()) first_error = what;
+    }
+  }
+};
+
+// What one worker saw of one trial; merged after the run.
+struct TrialRecord {
+  int64_t trial_id = 0;
+  int reports_acked = 0;
+  bool complete_acked = false;
+  v1::TrialState complete_state = v1::TRIAL_STATE_UNSPECIFIED;
+  Clock::time_point complete_reply{};
+};
+
+struct WorkerStats {
+  std::vector<int64_t> acquire_ns;        // AcquireTrial calls that returned a trial.
+  std::vector<int64_t> acquire_empty_ns;  // ... that returned none (long-poll ran out).
+  std::vector<int64_t> report_ns;
+  std::vector<int64_t> complete_ns;
+  std::vector<TrialRecord> trials;
+  Clock::time_point first_send{Clock::time_point::max()};
+};
+
+class Worker {
+ public:
+  Worker(int index, v1::WorkerService::Stub* stub, grpc::CompletionQueue* cq, Shared* shared, const Options& o)
+      : stub_(stub), cq_(cq), shared_(shared), o_(o), name_(fmt::format("bench/w{}", index)) {
+    acq_req_.set_worker(name_);
+    acq_req_.set_wait_seconds(o.acquire_wait);
+  }
+
+  void Start() {
+    shared_->active_workers.fetch_add(1);
+    Acquire();
+  }
+
+  // The call this worker had outstanding has finished (unary calls always report ok=true).
+  void OnDone(bool /*ok*/) {
+    int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent_).count();
+    switch (op_) {
+      case Op::kAcquire: return AcquireDone(ns);
+      case Op::kReport: return ReportDone(ns);
+      case Op::kComplete: return CompleteDone(ns);
+    }
+  }
+
+  WorkerStats& stats() { return stats_; }
+
+  // The sweep is done: end a parked AcquireTrial long-poll now rather than at its wait.
+  void CancelAcquire() {
+    std::lock_guard<std::mutex> lock(ctx_mu_);
+    if (op_ == Op::kAcquire && ctx_) ctx_->TryCancel();
+  }
+
+ private:
+  enum class Op { kAcquire, kReport, kComplete };
+
+  void NewCall(Op op, double timeout) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(DeadlineIn(timeout));
+    {
+      std::lock_guard<std::mutex> lock(ctx_mu_);
+      op_ = op;
+      ctx_ = std::move(ctx);
+    }
+    sent_ = Clock::now();
+    if (stats_.first_send == Clock::time_point::max()) stats_.first_send = sent_;
+  }
+
+  void Stop() {
+    if (shared_->active_workers.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(shared_->mu);
+      shared_->cv.notify_all();
+    }
+  }
+
+  void Acquire() {
+    if (shared_->all_done.load()) return Stop();
+    NewCall(Op::kAcquire, o_.acquire_wait + o_.rpc_timeout);
+    acq_resp_.Clear();
+    acq_rpc_ = stub_->PrepareAsyncAcquireTrial(ctx_.get(), acq_req_, cq_);
+    acq_rpc_->StartCall();
+    acq_rpc_->Finish(&acq_resp_, &status_, this);
+  }
+
+  void AcquireDone(int64_t ns) {
+    if (!status_.ok() && shared_->all_done.load()) return Stop();  // Cancelled at the end.
+    if (!status_.ok()) {
+      shared_->Error(fmt::format("AcquireTrial: {} {}", static_cast<int>(status_.error_code()), status_.error_message()));
+      return Acquire();
+    }
+    if (!acq_resp_.has_trial()) {
+      stats_.acquire_empty_ns.push_back(ns);
+      return Acquire();  // Stops if the sweep is done; otherwise waits again.
+    }
+    stats_.acquire_ns.push_back(ns);
+    TrialRecord& t = stats_.trials.emplace_back();
+    t.trial_id = acq_resp_.trial_id();
+    token_ = acq_resp_.lease_token();
+    step_ = 0;
+    complete_tries_ = 0;
+    if (o_.reports > 0) return Report();
+    Complete();
+  }
+
+  void Report() {
+    NewCall(Op::kReport, o_.rpc_timeout);
+    ++step_;
+    rep_req_.Clear();
+    rep_req_.set_lease_token(token_);
+    rep_req_.set_step(step_);
+    auto& m = *rep_req_.mutable_metrics();
+    double x = static_cast<double>(step_) / o_.reports;
+    m["epoch"] = step_;
+    m["train_loss"] = 2.3 * (1 - 0.8 * x);
+    m["val_loss"] = 2.3 * (1 - 0.7 * x);
+    m["val_accuracy"] = 0.1 + 0.8 * x;
+    rep_resp_.Clear();
+    rep_rpc_ = stub_->PrepareAsyncReportProgress(ctx_.get(), rep_req_, cq_);
+    rep_rpc_->StartCall();
+    rep_rpc_->Finish(&rep_resp_, &status_, this);
+  }
+
+  void ReportDone(int64_t ns) {
+    if (!status_.ok()) {
+      shared_->Error(fmt::format("ReportProgress: {} {}", static_cast<int>(status_.error_code()), status_.error_message()));
+      return Acquire();  // Abandon the trial; its lease expires.
+    }
+    stats_.report_ns.push_back(ns);
+    ++stats_.trials.back().reports_acked;
+    if (rep_resp_.directive() == v1::STOP) return Complete();
+    if (step_ < o_.reports) return Report();
+    Complete();
+  }
+
+  void Complete() {
+    NewCall(Op::kComplete, o_.rpc_timeout);
+    ++complete_tries_;
+    cmp_req_.Clear();
+    cmp_req_.set_lease_token(token_);
+    cmp_req_.set_outcome(v1::CompleteTrialRequest::SUCCEEDED);
+    int64_t id = stats_.trials.back().trial_id;
+    (*cmp_req_.mutable_metrics())["val_accuracy"] = 0.5 + static_cast<double>(id % 97) / 1000.0;
+    (*cmp_req_.mutable_metrics())["val_loss"] = 1.0;
+    cmp_resp_.Clear();
+    cmp_rpc_ = stub_->PrepareAsyncCompleteTrial(ctx_.get(), cmp_req_, cq_);
+    cmp_rpc_->StartCall();
+    cmp_rpc_->Finish(&cmp_resp_, &status_, this);
+  }
+
+  void CompleteDone(int64_t ns) {
+    Clock::time_point now = Clock::now();
+    if (!status_.ok()) {
+      shared_->Error(fmt::format("CompleteTrial: {} {}", static_cast<int>(status_.error_code()), status_.error_message()));
+      // CompleteTrial is idempotent for a token: retry a transport failure a few times.
+      if (complete_tries_ < 3 && status_.error_code() != grpc::StatusCode::FAILED_PRECONDITION) return Complete();
+      return Acquire();
+    }
+    stats_.complete_ns.push_back(ns);
+    TrialRecord& t = stats_.trials.back();
+    t.complete_acked = true;
+    t.complete_state = cmp_resp_.state();
+    t.complete_reply = now;
+    if (cmp_resp_.state() != v1::TRIAL_SUCCEEDED) {
+      shared_->Error(fmt::format("CompleteTrial of trial {} answered state {}", t.trial_id,
+                                 v1::TrialState_Name(cmp_resp_.state())));
+    }
+    if (shared_->completed.fetch_add(1) + 1 == shared_->total_trials) {
+      shared_->all_done = true;
+      for (Worker* w : shared_->workers) {
+        if (w != this) w->CancelAcquire();
+      }
+    }
+    Acquire();
+  }
+
+  v1::WorkerService::Stub* stub_;
+  grpc::CompletionQueue* cq_;
+  Shared* shared_;
+  const Options& o_;
+  std::string name_;
+  WorkerStats stats_;
+
+  std::mutex ctx_mu_;  // Guards op_ and ctx_ against CancelAcquire from another thread.
+  Op op_ = Op::kAcquire;
+  Clock::time_point sent_;
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  grpc::Status status_;
+  std::string token_;
+  int step_ = 0;
+  int complete_tries_ = 0;
+
+  v1::AcquireTrialRequest acq_req_;
+  v1::AcquireTrialResponse acq_resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::AcquireTrialResponse>> acq_rpc_;
+  v1::ReportProgressRequest rep_req_;
+  v1::ReportProgressResponse rep_resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ReportProgressResponse>> rep_rpc_;
+  v1::CompleteTrialRequest cmp_req_;
+  v1::CompleteTrialResponse cmp_resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<v1::CompleteTrialResponse>> cmp_rpc_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The watcher
+
+struct WatchResult {
+  int64_t events = 0;
+  int64_t last_seq = 0;
+  int64_t gaps = 0;  // Events whose seq was not last_seq + 1.
+  std::map<std::string, int64_t> by_type;
+  std::unordered_map<int64_t, int> finished_per_trial;
+  int64_t finished_not_succeeded = 0;
+  std::vector<std::pair<int64_t, Clock::time_point>> finished_arrivals;  // trial id, arrival.
+  bool sweep_finished = false;
+  v1::SweepState sweep_state = v1::SWEEP_STATE_UNSPECIFIED;
+  grpc::Status status;
+  double seconds = 0;
+};
+
+// Reads the sweep's events from `after_seq` until the stream ends. `live` is set (and notified)
+// once the event with seq `live_from` has arrived: from then on the watcher receives live events.
+void Watch(v1::SweepService::Stub* stub, int64_t sweep_id, int64_t after_seq, double timeout, WatchResult* out,
+           int64_t live_from = 0, std::atomic<bool>* live = nullptr, std::mutex* mu = nullptr,
+           std::condition_variable* cv = nullptr) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(DeadlineIn(timeout));
+  v1::WatchSweepRequest req;
+  req.set_sweep_id(sweep_id);
+  req.set_after_seq(after_seq);
+  auto start = Clock::now();
+  auto reader = stub->WatchSweep(&ctx, req);
+  v1::SweepEvent e;
+  out->last_seq = after_seq;
+  while (reader->Read(&e)) {
+    Clock::time_point now = Clock::now();
+    ++out->events;
+    if (e.seq() != out->last_seq + 1) ++out->gaps;
+    out->last_seq = e.seq();
+    ++out->by_type[v1::EventType_Name(e.type())];
+    if (e.type() == v1::TRIAL_FINISHED) {
+      ++out->finished_per_trial[e.trial().trial_id()];
+      if (e.trial().state() != v1::TRIAL_SUCCEEDED) ++out->finished_not_succeeded;
+      out->finished_arrivals.emplace_back(e.trial().trial_id(), now);
+    } else if (e.type() == v1::SWEEP_FINISHED) {
+      out->sweep_finished = true;
+      out->sweep_state = e.sweep().state();
+    }
+    if (live && !live->load() && e.seq() >= live_from) {
+      std::lock_guard<std::mutex> lock(*mu);
+      *live = true;
+      cv->notify_all();
+    }
+  }
+  out->status = reader->Finish();
+  out->seconds = Seconds(Clock::now() - start);
+  if (live && !live->load()) {
+    std::lock_guard<std::mutex> lock(*mu);
+    *live = true;  // Release the main thread; the failure shows in `status`.
+    cv->notify_all();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Database check, after the coordinator is gone
+
+struct DbCheck {
+  bool opened = false;
+  std::string error;
+  std::map<int, int64_t> trials_by_state;
+  std::unordered_map<int64_t, int> trial_state;
+  std::unordered_map<int64_t, int64_t> metric_rows;
+  std::unordered_map<int64_t, int> finished_events;
+  int64_t events = 0;
+};
+
+DbCheck ReadDatabase(const std::string& path, int64_t sweep_id) {
+  DbCheck out;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    out.error = db ? sqlite3_errmsg(db) : "cannot open";
+    sqlite3_close(db);
+    return out;
+  }
+  out.opened = true;
+  auto query = [&](const char* sql, auto&& row) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+      if (out.error.empty()) out.error = fmt::format("{}: {}", sql, sqlite3_errmsg(db));
+      return;
+    }
+    sqlite3_bind_int64(stmt, 1, sweep_id);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) row(stmt);
+    if (rc != SQLITE_DONE && out.error.empty()) out.error = fmt::format("{}: {}", sql, sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+  };
+  query("SELECT id, state FROM trials WHERE sweep_id = ?", [&](sqlite3_stmt* s) {
+    int state = sqlite3_column_int(s, 1);
+    out.trial_state[sqlite3_column_int64(s, 0)] = state;
+    ++out.trials_by_state[state];
+  });
+  query("SELECT m.trial_id, COUNT(*) FROM trial_metrics m JOIN trials t ON t.id = m.trial_id "
+        "WHERE t.sweep_id = ? GROUP BY m.trial_id",
+        [&](sqlite3_stmt* s) { out.metric_rows[sqlite3_column_int64(s, 0)] = sqlite3_column_int64(s, 1); });
+  query("SELECT type, payload FROM events WHERE sweep_id = ? ORDER BY seq", [&](sqlite3_stmt* s) {
+    ++out.events;
+    if (sqlite3_column_int(s, 0) != v1::TRIAL_FINISHED) return;
+    v1::SweepEvent e;
+    e.ParseFromArray(sqlite3_column_blob(s, 1), sqlite3_column_bytes(s, 1));
+    ++out.finished_events[e.trial().trial_id()];
+  });
+  sqlite3_close(db);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::string SweepSpecJson(const Options& o) {
+  Json a = Json::array(), b = Json::array(), seeds = Json::array();
+  for (int i = 0; i < o.axis_a; ++i) a.push_back(64 + 8 * i);
+  for (int i = 0; i < o.axis_b; ++i) b.push_back(0.1 + 0.05 * i);
+  for (int i = 0; i < o.seeds; ++i) seeds.push_back(i + 1);
+  Json spec = {
+      {"name", "bench-noop"},
+      {"objective", {{"metric", "val_accuracy"}, {"goal", "maximize"}}},
+      {"seeds", seeds},
+      {"base", {{"epochs", o.reports > 0 ? o.reports : 1}}},
+      {"stages", Json::array({{{"name", "grid"}, {"grid", {{"expert_hidden_dim", a}, {"temperature", b}}}}})},
+      {"max_attempts", 3},
+      {"lease_seconds", 60},
+  };
+  return spec.dump();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (!ParseArgs(argc, argv, &o)) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const int64_t total = static_cast<int64_t>(o.axis_a) * o.axis_b * o.seeds;
+  Clock::time_point run_start = Clock::now();
+  if (!o.absl_deadlock) absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
+  // Hard cap: whatever happens, the run ends.
+  std::thread([cap = o.max_seconds] {
+    std::this_thread::sleep_for(std::chrono::duration<double>(cap));
+    std::cerr << fmt::format("loadgen: hard cap of {} s reached; stopping\n", cap);
+    if (pid_t p = g_child.load(); p > 0) kill(p, SIGKILL);
+    std::_Exit(3);
+  }).detach();
+
+  // Work directory, database and coordinator.
+  std::string dir = o.workdir;
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/moesweep-bench-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) {
+      perror("mkdtemp");
+      return 1;
+    }
+    dir = buf.data();
+  } else {
+    std::filesystem::create_directories(dir);
+  }
+  std::string db_path = dir + "/bench.db", log_path = dir + "/coordinator.log";
+  pid_t child = StartCoordinator(o, db_path, log_path);
+  int port = WaitForPort(child, log_path, 30);
+  if (port == 0) {
+    if (g_child) kill(child, SIGKILL);
+    return 1;
+  }
+  std::string address = fmt::format("127.0.0.1:{}", port);
+  std::cout << fmt::format("loadgen: coordinator pid {} on {}, database {}\n", child, address, db_path);
+
+  // Channels: a few, each its own TCP connection (a distinct arg keeps gRPC from sharing one).
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < o.channels; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("moesweep.bench.channel", i);
+    args.SetMaxReceiveMessageSize(256 << 20);
+    channels.push_back(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  }
+  grpc::ChannelArguments watch_args;
+  watch_args.SetInt("moesweep.bench.channel", -1);  // The watcher has a connection of its own.
+  watch_args.SetMaxReceiveMessageSize(256 << 20);
+  auto watch_channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), watch_args);
+  auto sweeps = v1::SweepService::NewStub(channels[0]);
+  auto watch_stub = v1::SweepService::NewStub(watch_channel);
+  std::vector<std::unique_ptr<v1::WorkerService::Stub>> worker_stubs;
+  for (auto& ch : channels) worker_stubs.push_back(v1::WorkerService::NewStub(ch));
+  for (auto& ch : channels) {
+    if (!ch->WaitForConnected(DeadlineIn(10))) {
+      std::cerr << "loadgen: cannot connect to " << address << "\n";
+      kill(child, SIGKILL);
+      return 1;
+    }
+  }
+
+  // Submit.
+  int64_t sweep_id = 0;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(60));
+    v1::SubmitSweepRequest req;
+    req.set_spec_json(SweepSpecJson(o));
+    v1::SubmitSweepResponse resp;
+    auto t0 = Clock::now();
+    grpc::Status s = sweeps->SubmitSweep(&ctx, req, &resp);
+    if (!s.ok()) {
+      std::cerr << "loadgen: SubmitSweep: " << s.error_message() << "\n";
+      kill(child, SIGKILL);
+      return 1;
+    }
+    sweep_id = resp.sweep_id();
+    std::cout << fmt::format("loadgen: sweep {} submitted: {} trials ({}x{} grid x {} seeds) in {:.3f} s\n", sweep_id,
+                             resp.trials_in_first_stage(), o.axis_a, o.axis_b, o.seeds, Seconds(Clock::now() - t0));
+    if (resp.trials_in_first_stage() != total) {
+      std::cerr << "loadgen: expected " << total << " trials\n";
+      kill(child, SIGKILL);
+      return 1;
+    }
+  }
+
+  // The live watcher: SWEEP_SUBMITTED (1) and STAGE_STARTED (2) are stored; once seq 2 has
+  // arrived the watcher is a live sink and gets every later event as it is published.
+  WatchResult live_watch;
+  std::atomic<bool> live{false};
+  std::mutex live_mu;
+  std::condition_variable live_cv;
+  std::thread watcher;
+  if (o.watch) {
+    watcher = std::thread([&] {
+      Watch(watch_stub.get(), sweep_id, 0, o.max_seconds, &live_watch, 2, &live, &live_mu, &live_cv);
+    });
+  } else {
+    live = true;
+  }
+  {
+    std::unique_lock<std::mutex> lock(live_mu);
+    live_cv.wait(lock, [&] { return live.load(); });
+  }
+
+  // Workers.
+  Shared shared;
+  shared.total_trials = total;
+  std::vector<std::unique_ptr<grpc::CompletionQueue>> cqs;
+  for (int i = 0; i < o.threads; ++i) cqs.push_back(std::make_unique<grpc::CompletionQueue>());
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < o.workers; ++i) {
+    workers.push_back(std::make_unique<Worker>(i, worker_stubs[i % o.channels].get(), cqs[i % o.threads].get(), &shared, o));
+  }
+  for (auto& w : workers) shared.workers.push_back(w.get());
+  std::vector<std::thread> threads;
+  for (int i = 0; i < o.threads; ++i) {
+    threads.emplace_back([cq = cqs[i].get()] {
+      void* tag = nullptr;
+      bool ok = false;
+      while (cq->Next(&tag, &ok)) static_cast<Worker*>(tag)->OnDone(ok);
+    });
+  }
+  CpuTimes self_before = SelfCpu();
+  CpuTimes coord_before = ReadProcCpu(fmt::format("/proc/{}/stat", child)).value_or(CpuTimes{});
+  std::map<std::string, double> threads_before = ThreadCpu(child);
+  pid_t perf = o.perf.empty() ? 0 : StartPerf(o.perf, child);
+  Clock::time_point load_start = Clock::now();
+  for (auto& w : workers) w->Start();
+  {
+    std::unique_lock<std::mutex> lock(shared.mu);
+    shared.cv.wait(lock, [&] { return shared.active_workers.load() == 0; });
+  }
+  Clock::time_point workers_stopped = Clock::now();
+  if (perf > 0) {
+    kill(perf, SIGINT);
+    waitpid(perf, nullptr, 0);
+    std::cout << "loadgen: perf profile of the coordinator during the load in " << o.perf << "\n";
+  }
+  for (auto& cq : cqs) cq->Shutdown();
+  for (auto& t : threads) t.join();
+  CpuTimes self_after = SelfCpu();
+  CpuTimes coord_after = ReadProcCpu(fmt::format("/proc/{}/stat", child)).value_or(CpuTimes{});
+  std::map<std::string, double> threads_after = ThreadCpu(child);
+  if (watcher.joinable()) watcher.join();
+
+  // Merge what the workers saw.
+  std::vector<int64_t> acquire_ns, acquire_empty_ns, report_ns, complete_ns;
+  std::unordered_map<int64_t, TrialRecord> acked;  // trial id -> its (last) completed record.
+  int64_t reports_acked = 0, duplicate_acks = 0;
+  Clock::time_point first_send = Clock::time_point::max(), last_complete = load_start;
+  for (auto& w : workers) {
+    WorkerStats& s = w->stats();
+    acquire_ns.insert(acquire_ns.end(), s.acquire_ns.begin(), s.acquire_ns.end());
+    acquire_empty_ns.insert(acquire_empty_ns.end(), s.acquire_empty_ns.begin(), s.acquire_empty_ns.end());
+    report_ns.insert(report_ns.end(), s.report_ns.begin(), s.report_ns.end());
+    complete_ns.insert(complete_ns.end(), s.complete_ns.begin(), s.complete_ns.end());
+    first_send = std::min(first_send, s.first_send);
+    for (const TrialRecord& t : s.trials) {
+      reports_acked += t.reports_acked;
+      if (!t.complete_acked) continue;
+      if (acked.count(t.trial_id)) ++duplicate_acks;
+      acked[t.trial_id] = t;
+      last_complete = std::max(last_complete, t.complete_reply);
+    }
+  }
+  double window = Seconds(last_complete - first_send);
+  double trials_per_s = static_cast<double>(acked.size()) / window;
+  double reports_per_s = static_cast<double>(reports_acked) / window;
+  double rpcs_per_s = static_cast<double>(acquire_ns.size() + report_ns.size() + complete_ns.size()) / window;
+
+  // Watch latency: CompleteTrial reply on the worker -> TRIAL_FINISHED at the watcher. An event
+  // can arrive before the worker has processed its reply; that counts as 0.
+  std::vector<int64_t> watch_ns;
+  int64_t watch_before_reply = 0, watch_missing = 0;
+  {
+    std::unordered_map<int64_t, Clock::time_point> arrivals;
+    for (auto& [id, at] : live_watch.finished_arrivals) arrivals.emplace(id, at);
+    for (auto& [id, t] : acked) {
+      auto it = arrivals.find(id);
+      if (it == arrivals.end()) {
+        ++watch_missing;
+        continue;
+      }
+      int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(it->second - t.complete_reply).count();
+      if (ns < 0) {
+        ++watch_before_reply;
+        ns = 0;
+      }
+      watch_ns.push_back(ns);
+    }
+  }
+
+  // Checks over the API: ListTrials and a full replay of the events.
+  std::vector<std::string> failures;
+  auto check = [&](bool ok, const std::string& what) {
+    if (!ok) failures.push_back(what);
+  };
+  check(shared.errors.load() == 0, fmt::format("{} RPC errors (first: {})", shared.errors.load(), shared.first_error));
+  check(static_cast<int64_t>(acked.size()) == total, fmt::format("{} of {} trials acknowledged", acked.size(), total));
+  check(duplicate_acks == 0, fmt::format("{} trials acknowledged twice", duplicate_acks));
+  if (o.watch) {
+    check(live_watch.status.ok(), "live watch ended with " + live_watch.status.error_message());
+    check(live_watch.gaps == 0, fmt::format("live watch: {} seq gaps", live_watch.gaps));
+    check(live_watch.sweep_finished && live_watch.sweep_state == v1::SWEEP_SUCCEEDED,
+          "live watch: no SWEEP_FINISHED(SUCCEEDED)");
+    check(watch_missing == 0, fmt::format("live watch: {} acknowledged trials without TRIAL_FINISHED", watch_missing));
+  }
+
+  int64_t listed = 0, listed_succeeded = 0;
+  double list_seconds = 0;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(60));
+    v1::ListTrialsRequest req;
+    req.set_sweep_id(sweep_id);
+    v1::ListTrialsResponse resp;
+    auto t0 = Clock::now();
+    grpc::Status s = sweeps->ListTrials(&ctx, req, &resp);
+    list_seconds = Seconds(Clock::now() - t0);
+    check(s.ok(), "ListTrials: " + s.error_message());
+    std::set<int64_t> ids;
+    for (const v1::Trial& t : resp.trials()) {
+      ++listed;
+      ids.insert(t.trial_id());
+      if (t.state() == v1::TRIAL_SUCCEEDED) ++listed_succeeded;
+    }
+    check(listed == total && static_cast<int64_t>(ids.size()) == total && listed_succeeded == total,
+          fmt::format("ListTrials: {} trials, {} distinct, {} SUCCEEDED (want {})", listed, ids.size(), listed_succeeded, total));
+    for (auto& [id, t] : acked) {
+      if (!ids.count(id)) {
+        check(false, fmt::format("ListTrials: acknowledged trial {} missing", id));
+        break;
+      }
+    }
+  }
+  WatchResult replay;
+  Watch(watch_stub.get(), sweep_id, 0, 120, &replay);
+  {
+    int64_t once = 0, bad = 0;
+    for (auto& [id, n] : replay.finished_per_trial) (n == 1 ? once : bad)++;
+    check(replay.status.ok() && replay.gaps == 0 && replay.sweep_finished && replay.sweep_state == v1::SWEEP_SUCCEEDED,
+          fmt::format("replay: status '{}', {} gaps, finished {}", replay.status.error_message(), replay.gaps,
+                      replay.sweep_finished));
+    check(once == total && bad == 0 && replay.finished_not_succeeded == 0,
+          fmt::format("replay: {} trials finished once, {} more than once, {} not SUCCEEDED", once, bad,
+                      replay.finished_not_succeeded));
+    check(!o.watch || replay.events == live_watch.events,
+          fmt::format("replay has {} events, the live watch saw {}", replay.events, live_watch.events));
+  }
+
+  // Stop the coordinator (SIGKILL by default: what was acknowledged must already be on disk).
+  kill(child, o.kill == "KILL" ? SIGKILL : SIGTERM);
+  int wstatus = 0;
+  waitpid(child, &wstatus, 0);
+  g_child = 0;
+
+  DbCheck db = ReadDatabase(db_path, sweep_id);
+  check(db.opened && db.error.empty(), "database: " + db.error);
+  {
+    int64_t not_durable = 0, reports_missing = 0, finished_not_once = 0;
+    for (auto& [id, t] : acked) {
+      auto st = db.trial_state.find(id);
+      if (st == db.trial_state.end() || st->second != v1::TRIAL_SUCCEEDED) ++not_durable;
+      if (db.metric_rows[id] < t.reports_acked) ++reports_missing;
+      if (db.finished_events[id] != 1) ++finished_not_once;
+    }
+    int64_t db_succeeded = db.trials_by_state[v1::TRIAL_SUCCEEDED];
+    check(not_durable == 0, fmt::format("database: {} acknowledged completions not SUCCEEDED", not_durable));
+    check(reports_missing == 0, fmt::format("database: {} trials miss acknowledged reports", reports_missing));
+    check(finished_not_once == 0, fmt::format("database: {} trials without exactly one TRIAL_FINISHED", finished_not_once));
+    check(db_succeeded == total && static_cast<int64_t>(db.trial_state.size()) == total,
+          fmt::format("database: {} trials, {} SUCCEEDED (want {})", db.trial_state.size(), db_succeeded, total));
+    check(db.events == replay.events, fmt::format("database has {} events, the replay saw {}", db.events, replay.events));
+  }
+
+  // Report.
+  Percentiles acq = Summarize(acquire_ns), rep = Summarize(report_ns), cmp = Summarize(complete_ns), wat = Summarize(watch_ns);
+  double coord_cpu = coord_after.total() - coord_before.total();
+  double self_cpu = self_after.total() - self_before.total();
+  double load_seconds = Seconds(workers_stopped - load_start);
+  std::cout << fmt::format("\nmoesweep coordinator: {} workers, {} trials x ({} reports + acquire + complete), {} threads / {} channels\n",
+                           o.workers, total, o.reports, o.threads, o.channels);
+  std::cout << fmt::format("  trials/s            {:10.1f}   ({} trials in {:.2f} s)\n", trials_per_s, acked.size(), window);
+  std::cout << fmt::format("  metric reports/s    {:10.1f}   ({} reports)\n", reports_per_s, reports_acked);
+  std::cout << fmt::format("  worker RPCs/s       {:10.1f}\n", rpcs_per_s);
+  std::cout << fmt::format("  {:<18} {:>9} {:>9} {:>9} {:>9}\n", "latency (ms)", "p50", "p99", "max", "n");
+  auto line = [](const char* name, const Percentiles& p) {
+    std::cout << fmt::format("  {:<18} {:9.3f} {:9.3f} {:9.3f} {:9}\n", name, p.p50_ms, p.p99_ms, p.max_ms, p.n);
+  };
+  line("AcquireTrial", acq);
+  line("ReportProgress", rep);
+  line("CompleteTrial", cmp);
+  line("watch", wat);
+  std::cout << fmt::format("  watch: {} events live, {} TRIAL_FINISHED arrived before the worker saw its reply\n",
+                           live_watch.events, watch_before_reply);
+  std::cout << fmt::format("  replay of {} events: {:.2f} s; ListTrials of {} trials: {:.3f} s\n", replay.events,
+                           replay.seconds, listed, list_seconds);
+  std::cout << fmt::format("  CPU during the load ({:.2f} s wall): coordinator {:.2f} s ({:.0f}%), load generator {:.2f} s ({:.0f}%)\n",
+                           load_seconds, coord_cpu, 100 * coord_cpu / load_seconds, self_cpu, 100 * self_cpu / load_seconds);
+  std::cout << fmt::format("  CPU per trial: coordinator {:.0f} us, load generator {:.0f} us\n", 1e6 * coord_cpu / total,
+                           1e6 * self_cpu / total);
+  std::vector<std::pair<double, std::string>> per_thread;
+  for (auto& [name, after] : threads_after) per_thread.emplace_back(after - threads_before[name], name);
+  std::sort(per_thread.rbegin(), per_thread.rend());
+  std::cout << "  coordinator threads (CPU s):";
+  for (size_t i = 0; i < per_thread.size() && i < 6; ++i) std::cout << fmt::format(" {}={:.2f}", per_thread[i].second, per_thread[i].first);
+  std::cout << "\n";
+  std::cout << fmt::format("  durability: coordinator stopped with SIG{}; database has {} trials ({} SUCCEEDED), {} events\n",
+                           o.kill, db.trial_state.size(), db.trials_by_state[v1::TRIAL_SUCCEEDED], db.events);
+  if (failures.empty()) {
+    std::cout << "  checks: OK (every trial SUCCEEDED exactly once: acknowledgements, ListTrials, event replay, database file)\n";
+  } else {
+    for (const auto& f : failures) std::cout << "  CHECK FAILED: " << f << "\n";
+  }
+
+  if (!o.json_out.empty()) {
+    Json threads_json = Json::object();
+    for (auto& [cpu, name] : per_thread) threads_json[name] = cpu;
+    Json j = {
+        {"workers", o.workers},
+        {"trials", total},
+        {"reports_per_trial", o.reports},
+        {"client_threads", o.threads},
+        {"channels", o.channels},
+        {"window_s", window},
+        {"trials_per_s", trials_per_s},
+        {"reports_per_s", reports_per_s},
+        {"rpcs_per_s", rpcs_per_s},
+        {"acquire", ToJson(acq)},
+        {"report", ToJson(rep)},
+        {"complete", ToJson(cmp)},
+        {"watch", ToJson(wat)},
+        {"live_watch", o.watch},
+        {"watch_events", live_watch.events},
+        {"watch_before_reply", watch_before_reply},
+        {"replay_events", replay.events},
+        {"replay_s", replay.seconds},
+        {"list_trials_s", list_seconds},
+        {"coordinator_cpu_s", coord_cpu},
+        {"loadgen_cpu_s", self_cpu},
+        {"load_wall_s", load_seconds},
+        {"coordinator_threads_cpu_s", threads_json},
+        {"kill", o.kill},
+        {"checks_ok", failures.empty()},
+        {"failures", failures},
+        {"run_s", Seconds(Clock::now() - run_start)},
+    };
+    std::ofstream(o.json_out) << j.dump(2) << "\n";
+  }
+  if (!o.keep && o.workdir.empty()) std::filesystem::remove_all(dir);
+  return failures.empty() ? 0 : 1;
+}
