@@ -94,6 +94,7 @@ struct Options {
   bool absl_deadlock = false;   // Leave absl::Mutex deadlock detection as the library has it.
   std::string perf;             // perf record the coordinator during the load into this file.
   bool watch = true;            // Diagnostic: --no-watch runs without the live watcher.
+  bool watch_progress = false;  // --watch-progress: the live watcher also takes every progress report.
 };
 
 constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordinator PATH [options]
@@ -110,6 +111,8 @@ constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordina
   --json PATH          also write the results as JSON
   --workdir DIR        put the database and coordinator log here (default: a new temp dir)
   --keep               keep the work directory afterwards
+  --watch-progress     the live watcher also receives every TRIAL_PROGRESS event (by default it
+                       asks for skip_progress, as `moesweep watch` does without --progress)
   --no-watch           diagnostic: no live WatchSweep client (shows what watching costs; the
                        watch latency and live-watch checks are then skipped)
   --perf FILE          run `perf record -g -p <coordinator>` during the load phase only, into FILE
@@ -154,6 +157,8 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->workdir = next();
     } else if (flag == "--keep") {
       o->keep = true;
+    } else if (flag == "--watch-progress") {
+      o->watch_progress = true;
     } else if (flag == "--no-watch") {
       o->watch = false;
     } else if (flag == "--perf") {
@@ -559,12 +564,13 @@ struct WatchResult {
 // once the event with seq `live_from` has arrived: from then on the watcher receives live events.
 void Watch(v1::SweepService::Stub* stub, int64_t sweep_id, int64_t after_seq, double timeout, WatchResult* out,
            int64_t live_from = 0, std::atomic<bool>* live = nullptr, std::mutex* mu = nullptr,
-           std::condition_variable* cv = nullptr) {
+           std::condition_variable* cv = nullptr, bool skip_progress = false) {
   grpc::ClientContext ctx;
   ctx.set_deadline(DeadlineIn(timeout));
   v1::WatchSweepRequest req;
   req.set_sweep_id(sweep_id);
   req.set_after_seq(after_seq);
+  req.set_skip_progress(skip_progress);
   auto start = Clock::now();
   auto reader = stub->WatchSweep(&ctx, req);
   v1::SweepEvent e;
@@ -572,7 +578,8 @@ void Watch(v1::SweepService::Stub* stub, int64_t sweep_id, int64_t after_seq, do
   while (reader->Read(&e)) {
     Clock::time_point now = Clock::now();
     ++out->events;
-    if (e.seq() != out->last_seq + 1) ++out->gaps;
+    // Without progress events the seqs skip those; order and uniqueness must still hold.
+    if (skip_progress ? e.seq() <= out->last_seq : e.seq() != out->last_seq + 1) ++out->gaps;
     out->last_seq = e.seq();
     ++out->by_type[v1::EventType_Name(e.type())];
     if (e.type() == v1::TRIAL_FINISHED) {
@@ -773,7 +780,7 @@ int main(int argc, char** argv) {
   std::thread watcher;
   if (o.watch) {
     watcher = std::thread([&] {
-      Watch(watch_stub.get(), sweep_id, 0, o.max_seconds, &live_watch, 2, &live, &live_mu, &live_cv);
+      Watch(watch_stub.get(), sweep_id, 0, o.max_seconds, &live_watch, 2, &live, &live_mu, &live_cv, !o.watch_progress);
     });
   } else {
     live = true;
@@ -925,8 +932,11 @@ int main(int argc, char** argv) {
     check(once == total && bad == 0 && replay.finished_not_succeeded == 0,
           fmt::format("replay: {} trials finished once, {} more than once, {} not SUCCEEDED", once, bad,
                       replay.finished_not_succeeded));
-    check(!o.watch || replay.events == live_watch.events,
-          fmt::format("replay has {} events, the live watch saw {}", replay.events, live_watch.events));
+    // The live watcher skipped progress events unless --watch-progress; it must have seen every other one.
+    int64_t expected_live = replay.events - (o.watch_progress ? 0 : replay.by_type["TRIAL_PROGRESS"]);
+    check(!o.watch || expected_live == live_watch.events,
+          fmt::format("replay has {} events the live watch should have seen, it saw {}", expected_live,
+                      live_watch.events));
   }
 
   // Stop the coordinator (SIGKILL by default: what was acknowledged must already be on disk).

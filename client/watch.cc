@@ -234,6 +234,8 @@ int Watch(const Coordinator& coordinator, const WatchOptions& options, std::ostr
     v1::WatchSweepRequest request;
     request.set_sweep_id(options.sweep_id);
     request.set_after_seq(last_seq);
+    // Per-epoch reports are most of a sweep's events; fetch them only when they are shown.
+    request.set_skip_progress(!options.json && !options.show_progress);
     std::optional<v1::Sweep> finished;
     grpc::Status status;
     {

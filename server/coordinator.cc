@@ -121,10 +121,10 @@ void Coordinator::CompleteTrial(const v1::CompleteTrialRequest& request, v1::Com
   Enqueue({true, [this, &request, response] { return engine_.Complete(request, response); }, std::move(done)});
 }
 
-void Coordinator::Watch(int64_t sweep_id, int64_t after_seq, std::shared_ptr<WatchSink> sink) {
+void Coordinator::Watch(int64_t sweep_id, int64_t after_seq, bool skip_progress, std::shared_ptr<WatchSink> sink) {
   Enqueue({false,
-           [this, sweep_id, after_seq, sink] {
-             ReplayPage(sweep_id, after_seq, sink);
+           [this, sweep_id, after_seq, skip_progress, sink] {
+             ReplayPage(sweep_id, after_seq, skip_progress, sink);
              return Status::Ok();
            },
            [sink](const Status& s) {
@@ -163,7 +163,7 @@ void Coordinator::Loop() {
   for (Waiter& w : waiters_) w.done(Status::Ok());
   waiters_.clear();
   for (auto& [sweep, sinks] : live_sinks_) {
-    for (auto& sink : sinks) sink->Close(Status::Unavailable("the coordinator is shutting down; watch again"));
+    for (auto& live : sinks) live.sink->Close(Status::Unavailable("the coordinator is shutting down; watch again"));
   }
   live_sinks_.clear();
 }
@@ -253,19 +253,22 @@ void Coordinator::Publish(const std::vector<v1::SweepEvent>& events) {
     auto it = live_sinks_.find(event.sweep_id());
     if (it == live_sinks_.end()) continue;
     auto& sinks = it->second;
-    sinks.erase(std::remove_if(sinks.begin(), sinks.end(), [&](const std::shared_ptr<WatchSink>& sink) {
-                  return !sink->Push(event);
-                }),
+    bool progress = event.type() == v1::TRIAL_PROGRESS;
+    sinks.erase(std::remove_if(sinks.begin(), sinks.end(),
+                               [&](const LiveSink& live) {
+                                 return !(progress && live.skip_progress) && !live.sink->Push(event);
+                               }),
                 sinks.end());
     if (sinks.empty() || event.type() == v1::SWEEP_FINISHED) live_sinks_.erase(it);
   }
 }
 
-void Coordinator::ReplayPage(int64_t sweep_id, int64_t after_seq, const std::shared_ptr<WatchSink>& sink) {
+void Coordinator::ReplayPage(int64_t sweep_id, int64_t after_seq, bool skip_progress,
+                             const std::shared_ptr<WatchSink>& sink) {
   bool finished = false;
   Status s = engine_.SweepFinished(sweep_id, &finished);
   std::vector<v1::SweepEvent> events;
-  if (s.ok()) s = store_->ReadEvents(sweep_id, after_seq, options_.replay_page, &events);
+  if (s.ok()) s = store_->ReadEvents(sweep_id, after_seq, options_.replay_page, skip_progress, &events);
   if (!s.ok()) return sink->Close(s);
   for (const v1::SweepEvent& e : events) {
     if (!sink->Push(e)) return;  // Gone; or full, and it will ask again.
@@ -277,7 +280,7 @@ void Coordinator::ReplayPage(int64_t sweep_id, int64_t after_seq, const std::sha
     if (events.empty()) sink->Close(Status::Ok());
     return;  // Otherwise the last replayed event is SWEEP_FINISHED and ends the stream.
   }
-  live_sinks_[sweep_id].push_back(sink);
+  live_sinks_[sweep_id].push_back({sink, skip_progress});
   sink->ReplayDone(true);
 }
 

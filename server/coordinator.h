@@ -76,8 +76,9 @@ class Coordinator {
                     std::chrono::duration<double> wait, std::function<bool()> cancelled, Done done);
   void ReportProgress(const v1::ReportProgressRequest& request, v1::ReportProgressResponse* response, Done done);
   void CompleteTrial(const v1::CompleteTrialRequest& request, v1::CompleteTrialResponse* response, Done done);
-  // Replays events after `after_seq` and then follows live ones (see WatchSink).
-  void Watch(int64_t sweep_id, int64_t after_seq, std::shared_ptr<WatchSink> sink);
+  // Replays events after `after_seq` and then follows live ones (see WatchSink); with
+  // `skip_progress`, TRIAL_PROGRESS events are left out of both.
+  void Watch(int64_t sweep_id, int64_t after_seq, bool skip_progress, std::shared_ptr<WatchSink> sink);
 
   // Blocks until every command queued before it has run; leases due by now have expired. For tests.
   void Sync();
@@ -105,7 +106,7 @@ class Coordinator {
   void ServeWaiters(std::vector<std::pair<Done, Status>>* replies);
   void ExpireWaiters(SteadyTime now);
   void Publish(const std::vector<v1::SweepEvent>& events);
-  void ReplayPage(int64_t sweep_id, int64_t after_seq, const std::shared_ptr<WatchSink>& sink);
+  void ReplayPage(int64_t sweep_id, int64_t after_seq, bool skip_progress, const std::shared_ptr<WatchSink>& sink);
   SteadyTime NextWakeup() const;
 
   // Touched only by the coordinator's thread.
@@ -114,7 +115,11 @@ class Coordinator {
   CoordinatorOptions options_;
   const Clock* clock_;
   std::deque<Waiter> waiters_;
-  std::unordered_map<int64_t, std::vector<std::shared_ptr<WatchSink>>> live_sinks_;
+  struct LiveSink {
+    std::shared_ptr<WatchSink> sink;
+    bool skip_progress;
+  };
+  std::unordered_map<int64_t, std::vector<LiveSink>> live_sinks_;
 
   std::mutex mu_;
   std::condition_variable cv_;

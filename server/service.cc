@@ -22,11 +22,15 @@ Coordinator::Done Finisher(grpc::ServerUnaryReactor* reactor) {
 // still hold it after the client has gone, and then its pushes are refused.
 class StreamSink final : public WatchSink, public std::enable_shared_from_this<StreamSink> {
  public:
-  StreamSink(Coordinator* coordinator, grpc::ServerWriteReactor<v1::SweepEvent>* reactor, int64_t sweep_id,
-             int64_t after_seq)
-      : coordinator_(coordinator), reactor_(reactor), sweep_id_(sweep_id), last_seq_(after_seq) {}
+  StreamSink(Coordinator* coordinator, grpc::ServerWriteReactor<v1::SweepEvent>* reactor,
+             const v1::WatchSweepRequest& request)
+      : coordinator_(coordinator),
+        reactor_(reactor),
+        sweep_id_(request.sweep_id()),
+        skip_progress_(request.skip_progress()),
+        last_seq_(request.after_seq()) {}
 
-  void Begin() { coordinator_->Watch(sweep_id_, last_seq_, shared_from_this()); }
+  void Begin() { coordinator_->Watch(sweep_id_, last_seq_, skip_progress_, shared_from_this()); }
 
   bool Push(const v1::SweepEvent& event) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -112,6 +116,7 @@ class StreamSink final : public WatchSink, public std::enable_shared_from_this<S
   std::mutex mu_;
   grpc::ServerWriteReactor<v1::SweepEvent>* reactor_;  // nullptr once the RPC is done.
   const int64_t sweep_id_;
+  const bool skip_progress_;
   int64_t last_seq_;  // Last event queued; where a resumed replay starts.
   std::deque<v1::SweepEvent> queue_;
   v1::SweepEvent current_;  // The event being written; gRPC reads it until OnWriteDone.
@@ -124,8 +129,8 @@ class StreamSink final : public WatchSink, public std::enable_shared_from_this<S
 
 class WatchReactor final : public grpc::ServerWriteReactor<v1::SweepEvent> {
  public:
-  WatchReactor(Coordinator* coordinator, int64_t sweep_id, int64_t after_seq)
-      : sink_(std::make_shared<StreamSink>(coordinator, this, sweep_id, after_seq)) {
+  WatchReactor(Coordinator* coordinator, const v1::WatchSweepRequest& request)
+      : sink_(std::make_shared<StreamSink>(coordinator, this, request)) {
     sink_->Begin();
   }
   void OnWriteDone(bool ok) override { sink_->OnWriteDone(ok); }
@@ -203,7 +208,7 @@ grpc::ServerUnaryReactor* SweepServiceImpl::GetBestConfig(grpc::CallbackServerCo
 
 grpc::ServerWriteReactor<v1::SweepEvent>* SweepServiceImpl::WatchSweep(grpc::CallbackServerContext* ctx,
                                                                        const v1::WatchSweepRequest* request) {
-  return new WatchReactor(coordinator_, request->sweep_id(), request->after_seq());
+  return new WatchReactor(coordinator_, *request);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireTrial(grpc::CallbackServerContext* ctx,

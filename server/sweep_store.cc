@@ -386,9 +386,10 @@ Status SweepStore::FindTrialByToken(const std::string& token, std::optional<Tria
   return Status::Ok();
 }
 
-Status SweepStore::ReadEvents(int64_t sweep_id, int64_t after_seq, int limit, std::vector<v1::SweepEvent>* events) {
-  PREPARE(stmt, "SELECT payload FROM events WHERE sweep_id = ? AND seq > ? ORDER BY seq LIMIT ?");
-  stmt->Bind(1, sweep_id).Bind(2, after_seq).Bind(3, limit);
+Status SweepStore::ReadEvents(int64_t sweep_id, int64_t after_seq, int limit, bool skip_progress,
+                              std::vector<v1::SweepEvent>* events) {
+  PREPARE(stmt, "SELECT payload FROM events WHERE sweep_id = ?1 AND seq > ?2 AND (?4 = 0 OR type != 4) ORDER BY seq LIMIT ?3");
+  stmt->Bind(1, sweep_id).Bind(2, after_seq).Bind(3, limit).Bind(4, skip_progress ? 1 : 0);
   while (stmt->Step()) {
     if (!events->emplace_back().ParseFromString(stmt->ColumnText(0))) {
       return Status::Internal(fmt::format("sweep {}: stored event after seq {} is corrupt", sweep_id, after_seq));

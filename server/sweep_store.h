@@ -91,8 +91,9 @@ class SweepStore {
   Status CountTrials(int64_t sweep_id, std::map<v1::TrialState, int>* counts);
   // The trial whose current or last lease used `token`, if any.
   Status FindTrialByToken(const std::string& token, std::optional<TrialRow>* row);
-  // Events with seq > after_seq, oldest first, at most `limit`.
-  Status ReadEvents(int64_t sweep_id, int64_t after_seq, int limit, std::vector<v1::SweepEvent>* events);
+  // Events with seq > after_seq, oldest first, at most `limit`; without TRIAL_PROGRESS if asked.
+  Status ReadEvents(int64_t sweep_id, int64_t after_seq, int limit, bool skip_progress,
+                    std::vector<v1::SweepEvent>* events);
   Status MaxEventSeq(int64_t sweep_id, int64_t* seq);
 
  private:

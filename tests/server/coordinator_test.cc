@@ -116,7 +116,7 @@ class CoordinatorTest : public ::testing::Test {
 
   std::vector<v1::SweepEvent> StoredEvents(int64_t id) {
     auto sink = std::make_shared<RecordingSink>(coordinator_.get(), id);
-    coordinator_->Watch(id, 0, sink);
+    coordinator_->Watch(id, 0, false, sink);
     auto finished = [&] {
       auto e = sink->events();
       return !e.empty() && e.back().type() == v1::SWEEP_FINISHED;
@@ -397,7 +397,7 @@ TEST_F(CoordinatorTest, WatchReplaysThenFollowsLiveWithoutGapOrDuplicate) {
     ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.2}}).ok());
   }
   auto sink = std::make_shared<RecordingSink>(coordinator_.get(), id);
-  coordinator_->Watch(id, 2, sink);
+  coordinator_->Watch(id, 2, false, sink);
   RunAll();
   coordinator_->Sync();
   coordinator_->Sync();
@@ -412,16 +412,38 @@ TEST_F(CoordinatorTest, WatchReplaysThenFollowsLiveWithoutGapOrDuplicate) {
   auto late = StoredEvents(id);
   EXPECT_EQ(late.front().type(), v1::SWEEP_SUBMITTED);
   auto past = std::make_shared<RecordingSink>(coordinator_.get(), id);
-  coordinator_->Watch(id, late.back().seq(), past);
+  coordinator_->Watch(id, late.back().seq(), false, past);
   coordinator_->Sync();
   Status closed;
   EXPECT_TRUE(past->closed(&closed));
   EXPECT_TRUE(closed.ok());
   auto unknown = std::make_shared<RecordingSink>(coordinator_.get(), 999);
-  coordinator_->Watch(999, 0, unknown);
+  coordinator_->Watch(999, 0, false, unknown);
   coordinator_->Sync();
   EXPECT_TRUE(unknown->closed(&closed));
   EXPECT_EQ(closed.code(), Status::Code::kNotFound);
+}
+
+TEST_F(CoordinatorTest, WatchCanLeaveOutProgressReportsInReplayAndLive) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse a = Acquire();
+  ASSERT_TRUE(Report(a.lease_token(), 1, 0.1).ok());
+  auto sink = std::make_shared<RecordingSink>(coordinator_.get(), id, /*skip_progress=*/true);
+  coordinator_->Watch(id, 0, true, sink);
+  coordinator_->Sync();
+  ASSERT_TRUE(sink->live());
+  ASSERT_TRUE(Report(a.lease_token(), 2, 0.2).ok());
+  ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.3}}).ok());
+  RunAll();
+  coordinator_->Sync();
+  auto events = sink->events();
+  auto all = StoredEvents(id);
+  size_t progress = 0;
+  for (const auto& e : all) progress += e.type() == v1::TRIAL_PROGRESS;
+  EXPECT_EQ(progress, 2u);
+  EXPECT_EQ(events.size(), all.size() - progress);
+  for (const auto& e : events) EXPECT_NE(e.type(), v1::TRIAL_PROGRESS);
+  EXPECT_EQ(events.back().type(), v1::SWEEP_FINISHED);
 }
 
 TEST_F(CoordinatorTest, RestartResumesSweepsAndKeepsLiveLeases) {

@@ -23,7 +23,8 @@ Status CallSync(Coordinator* c, void (Coordinator::*method)(const Request&, Resp
 // Records every event it is given; asks for the next replay page itself, as a stream would.
 class RecordingSink final : public WatchSink, public std::enable_shared_from_this<RecordingSink> {
  public:
-  RecordingSink(Coordinator* c, int64_t sweep_id) : coordinator_(c), sweep_id_(sweep_id) {}
+  RecordingSink(Coordinator* c, int64_t sweep_id, bool skip_progress = false)
+      : coordinator_(c), sweep_id_(sweep_id), skip_progress_(skip_progress) {}
 
   bool Push(const v1::SweepEvent& event) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -41,7 +42,7 @@ class RecordingSink final : public WatchSink, public std::enable_shared_from_thi
       }
       last = events_.empty() ? 0 : events_.back().seq();
     }
-    coordinator_->Watch(sweep_id_, last, shared_from_this());
+    coordinator_->Watch(sweep_id_, last, skip_progress_, shared_from_this());
   }
   void Close(const Status& status) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -70,6 +71,7 @@ class RecordingSink final : public WatchSink, public std::enable_shared_from_thi
  private:
   Coordinator* coordinator_;
   int64_t sweep_id_;
+  bool skip_progress_;
   std::mutex mu_;
   std::vector<v1::SweepEvent> events_;
   bool live_ = false;

@@ -123,7 +123,7 @@ TEST(SweepStore, EventsReadBackInOrderAfterASeq) {
   dup.set_seq(3);
   EXPECT_FALSE(store->InsertEvent(dup).ok());  // (sweep, seq) is unique.
   std::vector<v1::SweepEvent> events;
-  ASSERT_TRUE(store->ReadEvents(sweep, 2, 2, &events).ok());
+  ASSERT_TRUE(store->ReadEvents(sweep, 2, 2, false, &events).ok());
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].seq(), 3);
   EXPECT_EQ(events[1].seq(), 4);
