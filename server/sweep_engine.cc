@@ -227,20 +227,20 @@ Status SweepEngine::Report(const v1::ReportProgressRequest& request, v1::ReportP
   TrialState& t = trials_.at(it->second);
   ActiveSweep& sweep = sweeps_.at(t.sweep_id);
   double now = clock_->Now();
+  t.lease_deadline = now + sweep.spec.lease_seconds;
+  response->set_directive(t.stop_requested ? v1::STOP : v1::CONTINUE);
+  response->set_lease_seconds(sweep.spec.lease_seconds);
+  if (request.metrics().empty() && !request.has_expert_stats()) return Status::Ok();  // A heartbeat.
+
   RETURN_IF_ERROR(store_->InsertMetrics(t.id, t.attempt, request.step(), now, request.metrics(),
                                         request.has_expert_stats() ? &request.expert_stats() : nullptr));
-  t.lease_deadline = now + sweep.spec.lease_seconds;
 
   v1::SweepEvent event;
   *event.mutable_trial() = EventTrial(t);
   *event.mutable_trial()->mutable_metrics() = request.metrics();
   if (request.has_expert_stats()) *event.mutable_trial()->mutable_expert_stats() = request.expert_stats();
   event.set_step(request.step());
-  RETURN_IF_ERROR(Emit(sweep, v1::TRIAL_PROGRESS, std::move(event)));
-
-  response->set_directive(t.stop_requested ? v1::STOP : v1::CONTINUE);
-  response->set_lease_seconds(sweep.spec.lease_seconds);
-  return Status::Ok();
+  return Emit(sweep, v1::TRIAL_PROGRESS, std::move(event));
 }
 
 Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::CompleteTrialResponse* response) {

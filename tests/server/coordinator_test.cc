@@ -236,6 +236,24 @@ TEST_F(CoordinatorTest, ReportsRenewTheLease) {
   EXPECT_NEAR(t.metrics().at("val_accuracy"), 0.3, 1e-12);
 }
 
+TEST_F(CoordinatorTest, HeartbeatRenewsTheLeaseAndRecordsNothing) {
+  int64_t id = Submit();
+  v1::AcquireTrialResponse a = Acquire();
+  size_t events_before = StoredEvents(id).size();
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(8);
+    v1::ReportProgressRequest heartbeat;
+    heartbeat.set_lease_token(a.lease_token());
+    v1::ReportProgressResponse r;
+    ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::ReportProgress, heartbeat, &r).ok());
+    EXPECT_EQ(r.directive(), v1::CONTINUE);
+    coordinator_->Sync();
+  }
+  EXPECT_EQ(Trials(id, 1)[0].state(), v1::TRIAL_RUNNING);
+  EXPECT_TRUE(Trials(id, 1)[0].metrics().empty());
+  EXPECT_EQ(StoredEvents(id).size(), events_before);
+}
+
 TEST_F(CoordinatorTest, StaleTokenIsRefusedAndChangesNothing) {
   int64_t id = Submit();
   v1::AcquireTrialResponse first = Acquire("slow");

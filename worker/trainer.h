@@ -1,0 +1,54 @@
+// Trains one trial from a parsed config and returns its final metrics and expert statistics.
+// The same code runs for `moesweep-worker run` and for leased trials; the caller observes and
+// stops training through TrialHooks. No LibTorch in this header.
+#ifndef MOESWEEP_WORKER_TRAINER_H_
+#define MOESWEEP_WORKER_TRAINER_H_
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/expert_stats.h"
+#include "worker/trial_config.h"
+
+namespace moesweep::worker {
+
+class DatasetCache;
+
+// Metric name -> value, in the order they were produced.
+using Metrics = std::vector<std::pair<std::string, double>>;
+
+struct TrialHooks {
+  // After every epoch, with that epoch's metrics (epoch, train_loss, val_loss, val_accuracy, lr,
+  // samples_per_sec) and validation expert statistics. Return false to stop training.
+  std::function<bool(int epoch, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats)> on_epoch;
+  // Before every training batch (cheap to call; may send a heartbeat). Return false to stop.
+  std::function<bool()> between_batches;
+};
+
+struct TrainOptions {
+  int threads = 1;                // Intra-op threads of the calling thread (at::set_num_threads).
+  DatasetCache* cache = nullptr;  // Shared dataset cache; nullptr loads the data privately.
+};
+
+struct TrialResult {
+  Metrics metrics;                                // Final metrics (see docs/worker.md).
+  std::vector<ExpertLayerSummary> expert_stats;   // One per MoE layer; empty for dense models.
+  bool stopped = false;                           // A hook asked to stop; metrics are partial.
+  int epochs_completed = 0;
+};
+
+// Runs the whole trial on the calling thread. A bad config, bad data, an exception inside LibTorch
+// or a non-finite loss is returned as an error whose message says what went wrong; `result` then
+// holds whatever was measured before the failure.
+Status RunTrial(const TrialConfig& config, const TrainOptions& options, const TrialHooks& hooks,
+                TrialResult* result);
+
+// Looks up a metric by name; false if absent.
+bool FindMetric(const Metrics& metrics, const std::string& name, double* value);
+
+}  // namespace moesweep::worker
+
+#endif  // MOESWEEP_WORKER_TRAINER_H_

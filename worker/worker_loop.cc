@@ -1,0 +1,312 @@
+#include "worker/worker_loop.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include "moesweep/v1/moesweep.grpc.pb.h"
+#include "worker/datasets.h"
+#include "worker/trainer.h"
+#include "worker/trial_config.h"
+
+namespace moesweep::worker {
+namespace {
+
+namespace pb = ::moesweep::v1;
+using Clock = std::chrono::steady_clock;
+
+Clock::duration FromSeconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::chrono::system_clock::time_point DeadlineIn(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+void FillStats(const std::vector<ExpertLayerSummary>& stats, pb::ExpertStats* out) {
+  for (const ExpertLayerSummary& s : stats) {
+    pb::ExpertLayerStats* l = out->add_layers();
+    l->set_layer(s.layer);
+    for (double u : s.usage) l->add_usage(u);
+    for (double i : s.importance) l->add_importance(i);
+    l->set_usage_variance(s.usage_variance);
+    l->set_activation_rate(s.activation_rate);
+    l->set_gate_weight_variance(s.gate_weight_variance);
+    l->set_router_entropy(s.router_entropy);
+    l->set_load_cv(s.load_cv);
+  }
+}
+
+void FillMetrics(const Metrics& metrics, google::protobuf::Map<std::string, double>* out) {
+  for (const auto& [k, v] : metrics) (*out)[k] = v;
+}
+
+// What one slot knows about the lease it holds.
+struct Lease {
+  std::string token;
+  int64_t trial_id = 0;
+  double lease_seconds = 30;
+  Clock::time_point next_report;  // When the next heartbeat is due.
+  int64_t step = 0;               // Last completed epoch.
+  Metrics last_metrics;
+  std::vector<ExpertLayerSummary> last_stats;
+  bool stop = false;     // The coordinator said STOP.
+  bool lost = false;     // The coordinator no longer knows this lease.
+  bool failing = false;  // The last report failed; wait for next_report before trying again.
+};
+
+}  // namespace
+
+class WorkerLoop::Impl {
+ public:
+  Impl(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)
+      : stub_(pb::WorkerService::NewStub(channel)), options_(std::move(options)) {
+    if (options_.cache == nullptr) {
+      owned_cache_ = std::make_unique<DatasetCache>();
+      options_.cache = owned_cache_.get();
+    }
+  }
+
+  void Run() {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < std::max(1, options_.slots); ++i) {
+      threads.emplace_back([this, i] { SlotLoop(i); });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+  void Shutdown() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_.exchange(true)) return;
+    for (grpc::ClientContext* ctx : acquiring_) ctx->TryCancel();
+    cv_.notify_all();
+  }
+
+ private:
+  template <typename... Args>
+  void Log(fmt::format_string<Args...> format, Args&&... args) {
+    if (!options_.verbose) return;
+    std::string line = fmt::format(format, std::forward<Args>(args)...);
+    std::lock_guard<std::mutex> lock(log_mu_);
+    std::fprintf(stderr, "%s moesweep-worker: %s\n",
+                 fmt::format("{:%H:%M:%S}", fmt::localtime(std::time(nullptr))).c_str(), line.c_str());
+  }
+
+  // Waits up to `seconds`; false when shutting down.
+  bool Sleep(double seconds) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, FromSeconds(seconds), [&] { return stopping_.load(); });
+    return !stopping_;
+  }
+
+  double Jitter(double seconds) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return seconds * std::uniform_real_distribution<double>(0.5, 1.0)(rng);
+  }
+
+  void SlotLoop(int slot) {
+    const std::string name = fmt::format("{}/slot-{}", options_.name, slot);
+    double backoff = options_.backoff_initial_seconds;
+    bool failing = false;
+    while (!stopping_) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(DeadlineIn(options_.acquire_wait_seconds + 5));
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) break;
+        acquiring_.insert(&ctx);
+      }
+      pb::AcquireTrialRequest req;
+      req.set_worker(name);
+      req.set_wait_seconds(options_.acquire_wait_seconds);
+      pb::AcquireTrialResponse resp;
+      grpc::Status st = stub_->AcquireTrial(&ctx, req, &resp);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        acquiring_.erase(&ctx);
+      }
+      if (st.ok() && resp.has_trial() && stopping_) {
+        // Leased just as we were told to stop: hand it straight back.
+        Lease lease;
+        lease.token = resp.lease_token();
+        lease.trial_id = resp.trial_id();
+        Complete(name, lease, pb::CompleteTrialRequest::RELEASED, {}, {}, "worker shutting down");
+        break;
+      }
+      if (stopping_) break;
+      if (!st.ok()) {
+        if (!failing) {
+          Log("{}: coordinator unreachable ({}: {}); retrying with backoff", name, static_cast<int>(st.error_code()),
+              st.error_message());
+        }
+        failing = true;
+        Sleep(Jitter(backoff));
+        backoff = std::min(backoff * 2, options_.backoff_max_seconds);
+        continue;
+      }
+      if (failing) Log("{}: coordinator reachable again", name);
+      failing = false;
+      backoff = options_.backoff_initial_seconds;
+      if (resp.has_trial()) RunLease(name, resp);
+    }
+  }
+
+  void RunLease(const std::string& name, const pb::AcquireTrialResponse& resp) {
+    Lease lease;
+    lease.token = resp.lease_token();
+    lease.trial_id = resp.trial_id();
+    if (resp.lease_seconds() > 0) lease.lease_seconds = resp.lease_seconds();
+    lease.next_report = Clock::now() + FromSeconds(lease.lease_seconds / 3);
+    Log("{}: trial {} (attempt {}) started", name, resp.trial_id(), resp.attempt());
+
+    TrialConfig config;
+    Status parsed = ParseTrialConfigText(resp.config_json(), &config);
+    if (!parsed.ok()) {
+      Log("{}: trial {} has a bad config: {}", name, lease.trial_id, parsed.message());
+      Complete(name, lease, pb::CompleteTrialRequest::FAILED, {}, {}, parsed.message());
+      return;
+    }
+    auto keep_going = [&] { return !lease.stop && !lease.lost && !stopping_; };
+    TrialHooks hooks;
+    hooks.between_batches = [&] {
+      if (keep_going() && Clock::now() >= lease.next_report) Report(name, &lease, /*heartbeat=*/true);
+      return keep_going();
+    };
+    hooks.on_epoch = [&](int epoch, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats) {
+      lease.step = epoch;
+      lease.last_metrics = metrics;
+      lease.last_stats = stats;
+      // While the coordinator is unreachable, short epochs do not each try (and log) a report.
+      if (!lease.failing || Clock::now() >= lease.next_report) Report(name, &lease, /*heartbeat=*/false);
+      return keep_going();
+    };
+    TrialResult result;
+    Status st = RunTrial(config, TrainOptions{options_.threads_per_trial, options_.cache}, hooks, &result);
+
+    if (lease.lost) {
+      Log("{}: trial {}: lease lost; dropping it", name, lease.trial_id);
+    } else if (st.ok() && !result.stopped) {
+      Log("{}: trial {} succeeded", name, lease.trial_id);
+      Complete(name, lease, pb::CompleteTrialRequest::SUCCEEDED, result.metrics, result.expert_stats, "");
+    } else if (st.ok() && lease.stop) {
+      Log("{}: trial {} stopped by the coordinator", name, lease.trial_id);
+      Complete(name, lease, pb::CompleteTrialRequest::FAILED, result.metrics, result.expert_stats,
+               "stopped by the coordinator (STOP)");
+    } else if (st.ok()) {  // Stopped because we are shutting down.
+      Log("{}: releasing trial {}", name, lease.trial_id);
+      Complete(name, lease, pb::CompleteTrialRequest::RELEASED, result.metrics, result.expert_stats,
+               "worker shutting down");
+    } else {
+      Log("{}: trial {} failed: {}", name, lease.trial_id, st.message());
+      Complete(name, lease, pb::CompleteTrialRequest::FAILED, result.metrics, result.expert_stats, st.message());
+    }
+  }
+
+  // Progress report after an epoch, or a heartbeat between batches (no metrics: the coordinator
+  // records nothing for it); either renews the lease and reads the directive.
+  void Report(const std::string& name, Lease* lease, bool heartbeat) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(options_.rpc_timeout_seconds));
+    pb::ReportProgressRequest req;
+    req.set_lease_token(lease->token);
+    req.set_step(lease->step);
+    if (!heartbeat) FillMetrics(lease->last_metrics, req.mutable_metrics());
+    if (!heartbeat && !lease->last_stats.empty()) FillStats(lease->last_stats, req.mutable_expert_stats());
+    pb::ReportProgressResponse resp;
+    grpc::Status st = stub_->ReportProgress(&ctx, req, &resp);
+    if (st.ok()) {
+      if (lease->failing) Log("{}: trial {}: reporting again", name, lease->trial_id);
+      lease->failing = false;
+      if (resp.lease_seconds() > 0) lease->lease_seconds = resp.lease_seconds();
+      lease->next_report = Clock::now() + FromSeconds(lease->lease_seconds / 3);
+      if (resp.directive() == pb::STOP) lease->stop = true;
+    } else if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+               st.error_code() == grpc::StatusCode::NOT_FOUND) {
+      lease->lost = true;
+    } else {
+      // Keep training; try again soon (well before the lease runs out).
+      if (!lease->failing) {
+        Log("{}: trial {}: progress report failed ({}); training on and retrying", name, lease->trial_id,
+            st.error_message());
+      }
+      lease->failing = true;
+      lease->next_report = Clock::now() + FromSeconds(std::min(1.0, lease->lease_seconds / 10));
+    }
+  }
+
+  // Ends the lease; retries transient errors for about a lease (a few seconds when shutting down).
+  void Complete(const std::string& name, const Lease& lease, pb::CompleteTrialRequest::Outcome outcome,
+                const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats, const std::string& error) {
+    pb::CompleteTrialRequest req;
+    req.set_lease_token(lease.token);
+    req.set_outcome(outcome);
+    FillMetrics(metrics, req.mutable_metrics());
+    if (!stats.empty()) FillStats(stats, req.mutable_expert_stats());
+    req.set_error(error);
+    const auto start = Clock::now();
+    double backoff = options_.backoff_initial_seconds;
+    for (;;) {
+      const double budget = stopping_ ? options_.release_timeout_seconds : std::max(lease.lease_seconds, 10.0);
+      const double left = budget - std::chrono::duration<double>(Clock::now() - start).count();
+      if (left <= 0) {
+        Log("{}: could not complete trial {}; the coordinator will requeue it when the lease expires", name,
+            lease.trial_id);
+        return;
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(DeadlineIn(std::min(options_.rpc_timeout_seconds, left)));
+      pb::CompleteTrialResponse resp;
+      grpc::Status st = stub_->CompleteTrial(&ctx, req, &resp);
+      if (st.ok()) return;
+      const auto code = st.error_code();
+      if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED &&
+          code != grpc::StatusCode::RESOURCE_EXHAUSTED && code != grpc::StatusCode::ABORTED) {
+        Log("{}: CompleteTrial for trial {} refused: {}", name, lease.trial_id, st.error_message());
+        return;
+      }
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, FromSeconds(std::min(Jitter(backoff), std::max(0.0, left))));
+      backoff = std::min(backoff * 2, options_.backoff_max_seconds);
+    }
+  }
+
+  std::unique_ptr<pb::WorkerService::Stub> stub_;
+  WorkerOptions options_;
+  std::unique_ptr<DatasetCache> owned_cache_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<grpc::ClientContext*> acquiring_;  // GUARDED_BY(mu_)
+  std::mutex log_mu_;
+};
+
+std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 500);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+WorkerLoop::WorkerLoop(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(channel), std::move(options))) {}
+
+WorkerLoop::~WorkerLoop() = default;
+
+void WorkerLoop::Run() { impl_->Run(); }
+
+void WorkerLoop::Shutdown() { impl_->Shutdown(); }
+
+}  // namespace moesweep::worker

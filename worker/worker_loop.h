@@ -1,0 +1,64 @@
+// WorkerLoop: pulls trials from the coordinator's WorkerService and trains them, `slots` at a time.
+//
+// Each slot is a thread: AcquireTrial (long poll) -> RunTrial -> CompleteTrial. Progress is
+// reported after every epoch, and a heartbeat report is sent from the training loop whenever
+// lease_seconds / 3 passed without one, so the lease never lapses. A STOP directive ends the trial
+// before its next batch (completed as FAILED, "stopped by the coordinator"); FAILED_PRECONDITION
+// on a report means the lease is gone and the trial is dropped without CompleteTrial. Errors
+// talking to the coordinator (it restarts, the network blips) are retried with exponential
+// backoff. Shutdown() makes running trials stop before their next batch and hands them back with
+// CompleteTrial(RELEASED).
+#ifndef MOESWEEP_WORKER_WORKER_LOOP_H_
+#define MOESWEEP_WORKER_WORKER_LOOP_H_
+
+#include <memory>
+#include <string>
+
+namespace grpc {
+class Channel;
+}
+
+namespace moesweep::worker {
+
+class DatasetCache;
+
+struct WorkerOptions {
+  std::string name = "worker";    // Slot i calls itself "<name>/slot-<i>".
+  int slots = 1;
+  int threads_per_trial = 1;
+  double acquire_wait_seconds = 10;  // Long-poll length; the RPC deadline is this + 5 s.
+  double rpc_timeout_seconds = 10;   // Deadline of ReportProgress / CompleteTrial.
+  double backoff_initial_seconds = 0.5;
+  double backoff_max_seconds = 30;
+  double release_timeout_seconds = 5;  // How long Shutdown waits to hand a trial back.
+  DatasetCache* cache = nullptr;       // Shared between slots; nullptr = one owned by the loop.
+  bool verbose = true;                 // Log to stderr.
+};
+
+// An insecure channel to the coordinator whose reconnect backoff is capped at a few seconds
+// (gRPC's default grows to two minutes), so a restarted coordinator is found again quickly.
+std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target);
+
+class WorkerLoop {
+ public:
+  WorkerLoop(std::shared_ptr<grpc::Channel> channel, WorkerOptions options);
+  ~WorkerLoop();
+  WorkerLoop(const WorkerLoop&) = delete;
+  WorkerLoop& operator=(const WorkerLoop&) = delete;
+
+  // Runs the slots until Shutdown(); returns when every slot has finished (running trials
+  // released). Call once.
+  void Run();
+
+  // Thread-safe and idempotent; returns at once (Run() does the waiting). Not async-signal-safe:
+  // call it from a normal thread (main uses sigwait).
+  void Shutdown();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moesweep::worker
+
+#endif  // MOESWEEP_WORKER_WORKER_LOOP_H_
