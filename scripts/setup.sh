@@ -26,6 +26,8 @@ packages=(
   # The worker: LibTorch, plus OpenBLAS. Debian's LibTorch links libblas.so.3 and with only the
   # reference BLAS behind it trains 5-8x slower.
   libtorch-dev libopenblas0-openmp
+  # oneDNN's header, for the worker's sgemm calls into the libdnnl2 that LibTorch already links.
+  libdnnl-dev
   # Fashion-MNIST idx files for the `fashion-mnist` dataset.
   dataset-fashion-mnist
   # Lets the tests validate docker-compose.yml without a Docker engine.

@@ -7,10 +7,7 @@
 #include <ATen/ATen.h>
 
 #ifdef MOESWEEP_HAVE_DNNL
-// From oneapi/dnnl/dnnl.h (a stable C entry point since oneDNN 1.0); declared here because Debian
-// ships the header only in libdnnl-dev, while the library comes with LibTorch.
-extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+#include <oneapi/dnnl/dnnl.h>  // The same oneDNN (libdnnl2) that Debian's LibTorch links.
 #endif
 
 namespace moesweep::worker {
@@ -47,11 +44,11 @@ void Gemm(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, 
     const int threads = omp_get_max_threads();
     const bool serial = threads > 1 && m * n * k < kParallelMacs;
     if (serial) omp_set_num_threads(1);
-    const int status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a.data_ptr<float>(),
+    const dnnl_status_t status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a.data_ptr<float>(),
                                   a.stride(0), b.data_ptr<float>(), b.stride(0), beta, out.data_ptr<float>(),
                                   out.stride(0));
     if (serial) omp_set_num_threads(threads);
-    TORCH_CHECK(status == 0, "dnnl_sgemm failed with status ", status);
+    TORCH_CHECK(status == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(status));
     return;
   }
 #endif
