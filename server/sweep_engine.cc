@@ -248,8 +248,8 @@ Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::Comple
   auto it = tokens_.find(token);
   if (it == tokens_.end() || trials_.at(it->second).token != token) {
     // Not a live lease: a repeat of a completion we already recorded, or a stale token.
-    if (auto r = released_.find(token); r != released_.end()) {
-      response->set_state(r->second);
+    if (released_.count(token)) {
+      response->set_state(v1::TRIAL_PENDING);
       return Status::Ok();
     }
     std::optional<TrialRow> row;
@@ -270,24 +270,28 @@ Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::Comple
   int64_t sweep_id = t.sweep_id;
   ActiveSweep& sweep = sweeps_.at(sweep_id);
   bool winding_down = sweep.state == v1::SWEEP_CANCELLING;
+  // The outcome decides the answer; the trial itself may be forgotten by the time we answer.
+  v1::TrialState state;
   switch (request.outcome()) {
-    case v1::CompleteTrialRequest::RELEASED: {
+    case v1::CompleteTrialRequest::RELEASED:
       if (winding_down) {
-        RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_CANCELLED, ToMap(request.metrics()), request.expert_stats(),
+        state = v1::TRIAL_CANCELLED;
+        RETURN_IF_ERROR(FinishTrial(sweep, t, state, ToMap(request.metrics()), request.expert_stats(),
                                     "stopped: sweep cancelled"));
       } else {
-        released_[token] = v1::TRIAL_PENDING;
+        state = v1::TRIAL_PENDING;
+        released_[token] = sweep_id;
         RETURN_IF_ERROR(Requeue(sweep, t, fmt::format("released by worker {}", t.worker), /*front=*/true));
       }
       break;
-    }
     case v1::CompleteTrialRequest::SUCCEEDED:
-      RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_SUCCEEDED, ToMap(request.metrics()), request.expert_stats(), ""));
+      state = v1::TRIAL_SUCCEEDED;
+      RETURN_IF_ERROR(FinishTrial(sweep, t, state, ToMap(request.metrics()), request.expert_stats(), ""));
       break;
     case v1::CompleteTrialRequest::FAILED: {
+      state = winding_down ? v1::TRIAL_CANCELLED : v1::TRIAL_FAILED;
       std::string error = request.error().empty() ? "the worker reported failure without a reason" : request.error();
-      RETURN_IF_ERROR(FinishTrial(sweep, t, winding_down ? v1::TRIAL_CANCELLED : v1::TRIAL_FAILED,
-                                  ToMap(request.metrics()), request.expert_stats(), error));
+      RETURN_IF_ERROR(FinishTrial(sweep, t, state, ToMap(request.metrics()), request.expert_stats(), error));
       break;
     }
     default:
@@ -295,20 +299,7 @@ Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::Comple
   }
   // Finishing the trial may have decided its stage or ended its sweep (which forgets it).
   if (auto s = sweeps_.find(sweep_id); s != sweeps_.end()) RETURN_IF_ERROR(MaybeFinish(s->second));
-  // The trial (or even its sweep) may be forgotten now; answer from what we know.
-  auto rel = released_.find(token);
-  if (rel != released_.end()) {
-    response->set_state(rel->second);
-  } else {
-    std::optional<TrialRow> row;
-    auto again = tokens_.find(token);
-    if (again != tokens_.end()) {
-      response->set_state(trials_.at(again->second).state);
-    } else {
-      RETURN_IF_ERROR(store_->FindTrialByToken(token, &row));
-      response->set_state(row ? row->trial.state() : v1::TRIAL_STATE_UNSPECIFIED);
-    }
-  }
+  response->set_state(state);
   return Status::Ok();
 }
 
@@ -549,7 +540,7 @@ void SweepEngine::ForgetSweep(int64_t sweep_id) {
   for (const auto& [stage, progress] : sweep.open_stages) stages.push_back(stage);
   for (int stage : stages) ForgetStageTrials(sweep, stage);
   for (auto it = released_.begin(); it != released_.end();) {
-    it = it->second == v1::TRIAL_PENDING ? released_.erase(it) : std::next(it);
+    it = it->second == sweep_id ? released_.erase(it) : std::next(it);
   }
   sweeps_.erase(sweep_id);
 }

@@ -124,7 +124,7 @@ class SweepEngine {
   std::map<int64_t, ActiveSweep> sweeps_;  // Ordered by id: the oldest sweep is served first.
   std::unordered_map<int64_t, TrialState> trials_;
   std::unordered_map<std::string, int64_t> tokens_;  // Lease token -> trial, for in-memory trials.
-  std::unordered_map<std::string, v1::TrialState> released_;  // Tokens handed back (RELEASED).
+  std::unordered_map<std::string, int64_t> released_;  // Tokens handed back (RELEASED) -> sweep.
   std::unordered_set<int64_t> leased_;  // Trials RUNNING under a lease.
   std::vector<v1::SweepEvent> events_;
   std::mt19937_64 rng_;
