@@ -19,7 +19,7 @@ for arg in "$@"; do
 done
 
 packages=(
-  build-essential cmake pkg-config ccache git
+  build-essential cmake pkg-config ccache git python3
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libsqlite3-dev sqlite3
   nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev
