@@ -95,6 +95,7 @@ struct Options {
   std::string perf;             // perf record the coordinator during the load into this file.
   bool watch = true;            // Diagnostic: --no-watch runs without the live watcher.
   bool watch_progress = false;  // --watch-progress: the live watcher also takes every progress report.
+  bool unary_reports = false;   // --unary-reports: one ReportProgress call per report, not the stream.
 };
 
 constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordinator PATH [options]
@@ -104,6 +105,8 @@ constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordina
   --grid AxB           grid of the one stage: A expert_hidden_dim values x B temperature values (default 50x50)
   --seeds N            seeds per grid point (default 2); trials = A * B * N
   --reports N          ReportProgress calls per trial (default 10)
+  --unary-reports      send each report as a unary ReportProgress call; by default each worker
+                       sends them over one ReportProgressStream, as moesweep-worker does
   --threads N          client threads driving the workers (default 2)
   --channels N         gRPC channels (TCP connections) the workers share (default 2)
   --max-seconds S      hard cap on the whole run (default 300)
@@ -159,6 +162,8 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->keep = true;
     } else if (flag == "--watch-progress") {
       o->watch_progress = true;
+    } else if (flag == "--unary-reports") {
+      o->unary_reports = true;
     } else if (flag == "--no-watch") {
       o->watch = false;
     } else if (flag == "--perf") {
@@ -376,13 +381,20 @@ class Worker {
     Acquire();
   }
 
-  // The call this worker had outstanding has finished (unary calls always report ok=true).
-  void OnDone(bool /*ok*/) {
-    int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent_).count();
-    switch (op_) {
-      case Op::kAcquire: return AcquireDone(ns);
-      case Op::kReport: return ReportDone(ns);
-      case Op::kComplete: return CompleteDone(ns);
+  // A completion-queue tag: which of this worker's operations finished.
+  struct Tag {
+    Worker* worker;
+    enum Event { kUnary, kStreamStart, kStreamWrite, kStreamRead, kStreamWritesDone, kStreamFinish } event;
+  };
+
+  void OnEvent(Tag::Event event, bool ok) {
+    switch (event) {
+      case Tag::kUnary: return OnUnaryDone();
+      case Tag::kStreamStart: return ok ? SendStreamReport() : FinishStream();
+      case Tag::kStreamWrite:
+      case Tag::kStreamRead: return OnStreamHalfDone(ok);
+      case Tag::kStreamWritesDone: return FinishStream();
+      case Tag::kStreamFinish: return OnStreamFinished();
     }
   }
 
@@ -397,6 +409,16 @@ class Worker {
  private:
   enum class Op { kAcquire, kReport, kComplete };
 
+  // The unary call this worker had outstanding has finished (unary calls always report ok=true).
+  void OnUnaryDone() {
+    int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent_).count();
+    switch (op_) {
+      case Op::kAcquire: return AcquireDone(ns);
+      case Op::kReport: return ReportDone(ns);
+      case Op::kComplete: return CompleteDone(ns);
+    }
+  }
+
   void NewCall(Op op, double timeout) {
     auto ctx = std::make_unique<grpc::ClientContext>();
     ctx->set_deadline(DeadlineIn(timeout));
@@ -410,6 +432,11 @@ class Worker {
   }
 
   void Stop() {
+    if (stream_) {  // Close the report stream first; OnStreamFinished comes back here.
+      closing_stream_ = true;
+      stream_->WritesDone(&writes_done_tag_);
+      return;
+    }
     if (shared_->active_workers.fetch_sub(1) == 1) {
       std::lock_guard<std::mutex> lock(shared_->mu);
       shared_->cv.notify_all();
@@ -422,7 +449,7 @@ class Worker {
     acq_resp_.Clear();
     acq_rpc_ = stub_->PrepareAsyncAcquireTrial(ctx_.get(), acq_req_, cq_);
     acq_rpc_->StartCall();
-    acq_rpc_->Finish(&acq_resp_, &status_, this);
+    acq_rpc_->Finish(&acq_resp_, &status_, &unary_tag_);
   }
 
   void AcquireDone(int64_t ns) {
@@ -446,7 +473,6 @@ class Worker {
   }
 
   void Report() {
-    NewCall(Op::kReport, o_.rpc_timeout);
     ++step_;
     rep_req_.Clear();
     rep_req_.set_lease_token(token_);
@@ -458,9 +484,53 @@ class Worker {
     m["val_loss"] = 2.3 * (1 - 0.7 * x);
     m["val_accuracy"] = 0.1 + 0.8 * x;
     rep_resp_.Clear();
+    if (!o_.unary_reports) {
+      if (stream_) return SendStreamReport();
+      // One stream per worker, opened at its first report and kept across trials.
+      stream_ctx_ = std::make_unique<grpc::ClientContext>();
+      stream_ctx_->set_deadline(DeadlineIn(o_.max_seconds + o_.rpc_timeout));
+      stream_ = stub_->PrepareAsyncReportProgressStream(stream_ctx_.get(), cq_);
+      stream_->StartCall(&stream_start_tag_);
+      return;
+    }
+    NewCall(Op::kReport, o_.rpc_timeout);
     rep_rpc_ = stub_->PrepareAsyncReportProgress(ctx_.get(), rep_req_, cq_);
     rep_rpc_->StartCall();
-    rep_rpc_->Finish(&rep_resp_, &status_, this);
+    rep_rpc_->Finish(&rep_resp_, &status_, &unary_tag_);
+  }
+
+  // The write and the read of the answer go out together; the report is done when both are.
+  void SendStreamReport() {
+    {
+      std::lock_guard<std::mutex> lock(ctx_mu_);
+      op_ = Op::kReport;
+    }
+    sent_ = Clock::now();
+    stream_halves_ = 2;
+    stream_ok_ = true;
+    stream_->Write(rep_req_, &stream_write_tag_);
+    stream_->Read(&rep_resp_, &stream_read_tag_);
+  }
+
+  void OnStreamHalfDone(bool ok) {
+    stream_ok_ = stream_ok_ && ok;
+    if (--stream_halves_ > 0) return;
+    if (!stream_ok_) return FinishStream();  // The stream ended; its status says why.
+    status_ = grpc::Status::OK;
+    ReportDone(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent_).count());
+  }
+
+  void FinishStream() { stream_->Finish(&status_, &stream_finish_tag_); }
+
+  void OnStreamFinished() {
+    stream_.reset();
+    stream_ctx_.reset();
+    if (closing_stream_) {
+      closing_stream_ = false;
+      return Stop();
+    }
+    if (status_.ok()) status_ = grpc::Status(grpc::StatusCode::INTERNAL, "report stream ended early");
+    ReportDone(0);  // Counts the error and moves on to the next trial.
   }
 
   void ReportDone(int64_t ns) {
@@ -487,7 +557,7 @@ class Worker {
     cmp_resp_.Clear();
     cmp_rpc_ = stub_->PrepareAsyncCompleteTrial(ctx_.get(), cmp_req_, cq_);
     cmp_rpc_->StartCall();
-    cmp_rpc_->Finish(&cmp_resp_, &status_, this);
+    cmp_rpc_->Finish(&cmp_resp_, &status_, &unary_tag_);
   }
 
   void CompleteDone(int64_t ns) {
@@ -538,6 +608,17 @@ class Worker {
   v1::ReportProgressRequest rep_req_;
   v1::ReportProgressResponse rep_resp_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::ReportProgressResponse>> rep_rpc_;
+  std::unique_ptr<grpc::ClientContext> stream_ctx_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::ReportProgressRequest, v1::ReportProgressResponse>> stream_;
+  int stream_halves_ = 0;  // Of the report in flight on the stream: write and read still outstanding.
+  bool stream_ok_ = true;
+  bool closing_stream_ = false;
+  Tag unary_tag_{this, Tag::kUnary};
+  Tag stream_start_tag_{this, Tag::kStreamStart};
+  Tag stream_write_tag_{this, Tag::kStreamWrite};
+  Tag stream_read_tag_{this, Tag::kStreamRead};
+  Tag writes_done_tag_{this, Tag::kStreamWritesDone};
+  Tag stream_finish_tag_{this, Tag::kStreamFinish};
   v1::CompleteTrialRequest cmp_req_;
   v1::CompleteTrialResponse cmp_resp_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<v1::CompleteTrialResponse>> cmp_rpc_;
@@ -805,7 +886,10 @@ int main(int argc, char** argv) {
     threads.emplace_back([cq = cqs[i].get()] {
       void* tag = nullptr;
       bool ok = false;
-      while (cq->Next(&tag, &ok)) static_cast<Worker*>(tag)->OnDone(ok);
+      while (cq->Next(&tag, &ok)) {
+        auto* t = static_cast<Worker::Tag*>(tag);
+        t->worker->OnEvent(t->event, ok);
+      }
     });
   }
   CpuTimes self_before = SelfCpu();
@@ -969,8 +1053,9 @@ int main(int argc, char** argv) {
   double coord_cpu = coord_after.total() - coord_before.total();
   double self_cpu = self_after.total() - self_before.total();
   double load_seconds = Seconds(workers_stopped - load_start);
-  std::cout << fmt::format("\nmoesweep coordinator: {} workers, {} trials x ({} reports + acquire + complete), {} threads / {} channels\n",
-                           o.workers, total, o.reports, o.threads, o.channels);
+  std::cout << fmt::format("\nmoesweep coordinator: {} workers, {} trials x ({} reports + acquire + complete), {} threads / {} channels, reports {}\n",
+                           o.workers, total, o.reports, o.threads, o.channels,
+                           o.unary_reports ? "as unary calls" : "over ReportProgressStream");
   std::cout << fmt::format("  trials/s            {:10.1f}   ({} trials in {:.2f} s)\n", trials_per_s, acked.size(), window);
   std::cout << fmt::format("  metric reports/s    {:10.1f}   ({} reports)\n", reports_per_s, reports_acked);
   std::cout << fmt::format("  worker RPCs/s       {:10.1f}\n", rpcs_per_s);
@@ -979,7 +1064,7 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("  {:<18} {:9.3f} {:9.3f} {:9.3f} {:9}\n", name, p.p50_ms, p.p99_ms, p.max_ms, p.n);
   };
   line("AcquireTrial", acq);
-  line("ReportProgress", rep);
+  line(o.unary_reports ? "ReportProgress" : "report (stream)", rep);
   line("CompleteTrial", cmp);
   line("watch", wat);
   std::cout << fmt::format("  watch: {} events live, {} TRIAL_FINISHED arrived before the worker saw its reply\n",
@@ -1011,6 +1096,7 @@ int main(int argc, char** argv) {
         {"workers", o.workers},
         {"trials", total},
         {"reports_per_trial", o.reports},
+        {"report_transport", o.unary_reports ? "unary" : "stream"},
         {"client_threads", o.threads},
         {"channels", o.channels},
         {"window_s", window},

@@ -51,19 +51,29 @@ void Coordinator::Shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  if (EventLoop* loop = event_loop_.load()) loop->Wake();
   if (thread_.joinable()) thread_.join();
 }
 
 void Coordinator::Enqueue(Command command) {
+  bool wake_loop = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(command));
-      if (queue_.size() == 1) cv_.notify_one();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      command.done(Status::Unavailable("the coordinator is shutting down"));
       return;
     }
+    queue_.push_back(std::move(command));
+    if (queue_.size() == 1) {
+      cv_.notify_one();
+      // The thread itself (an event-loop handler) is about to look at the queue anyway.
+      wake_loop = std::this_thread::get_id() != thread_.get_id();
+    }
   }
-  command.done(Status::Unavailable("the coordinator is shutting down"));
+  if (wake_loop) {
+    if (EventLoop* loop = event_loop_.load()) loop->Wake();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,6 +142,15 @@ void Coordinator::Watch(int64_t sweep_id, int64_t after_seq, bool skip_progress,
            }});
 }
 
+void Coordinator::SetEventLoop(EventLoop* loop) {
+  Enqueue({false,
+           [this, loop] {
+             event_loop_.store(loop);
+             return Status::Ok();
+           },
+           [](const Status&) {}});
+}
+
 void Coordinator::Sync() {
   std::promise<void> done;
   // A read: reads run after the writes of their batch, so this one runs after everything before it.
@@ -151,7 +170,18 @@ Coordinator::SteadyTime Coordinator::NextWakeup() const {
 void Coordinator::Loop() {
   for (;;) {
     std::vector<Command> batch;
-    {
+    if (EventLoop* loop = event_loop_.load()) {
+      bool idle;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        idle = queue_.empty() && !stopping_;
+      }
+      // Busy: take what the network has ready right now and go on with the batch.
+      loop->Poll(idle ? NextWakeup() : std::chrono::steady_clock::now());
+      std::lock_guard<std::mutex> lock(mu_);
+      batch.swap(queue_);
+      if (stopping_ && batch.empty()) break;
+    } else {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_until(lock, NextWakeup(), [this] { return !queue_.empty() || stopping_; });
       batch.swap(queue_);
@@ -160,6 +190,7 @@ void Coordinator::Loop() {
     RunBatch(batch);
   }
   // Shutting down: nobody waits on a coordinator that is going away.
+  event_loop_.store(nullptr);
   for (Waiter& w : waiters_) w.done(Status::Ok());
   waiters_.clear();
   for (auto& [sweep, sinks] : live_sinks_) {

@@ -6,6 +6,7 @@
 #ifndef MOESWEEP_SERVER_COORDINATOR_H_
 #define MOESWEEP_SERVER_COORDINATOR_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -49,6 +50,20 @@ class WatchSink {
   virtual void Close(const Status& status) = 0;
 };
 
+// What the coordinator's thread waits on between batches. Without one it sleeps on a condition
+// variable. The gRPC edge installs its completion queue here, so that one thread reads a worker's
+// request, runs it and sends the answer: no hand-off between threads per request, which is most
+// of what a request costs on a small machine (see BENCHMARKS.md).
+class EventLoop {
+ public:
+  virtual ~EventLoop() = default;
+  // Handles the I/O events that are ready, waiting for the first one until `deadline`. Handlers
+  // may call the coordinator's request methods; their commands run in the next batch.
+  virtual void Poll(std::chrono::steady_clock::time_point deadline) = 0;
+  // Makes a Poll in progress return soon. Called from other threads.
+  virtual void Wake() = 0;
+};
+
 class Coordinator {
  public:
   using Done = std::function<void(const Status&)>;
@@ -82,6 +97,10 @@ class Coordinator {
 
   // Blocks until every command queued before it has run; leases due by now have expired. For tests.
   void Sync();
+
+  // From the next batch on, the thread waits in `loop->Poll` instead of on its condition
+  // variable. `loop` must outlive the thread (Shutdown).
+  void SetEventLoop(EventLoop* loop);
 
  private:
   using SteadyTime = std::chrono::steady_clock::time_point;
@@ -120,6 +139,7 @@ class Coordinator {
     bool skip_progress;
   };
   std::unordered_map<int64_t, std::vector<LiveSink>> live_sinks_;
+  std::atomic<EventLoop*> event_loop_{nullptr};  // Set on the thread; read by Enqueue to wake it.
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,100 +1,380 @@
 #include "server/service.h"
 
+#include <algorithm>
+#include <atomic>
 #include <deque>
-#include <mutex>
+#include <unordered_set>
 
 #include <fmt/format.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/health_check_service_interface.h>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "moesweep/v1/moesweep.grpc.pb.h"
 
 namespace moesweep {
+
+using SweepAsync = v1::SweepService::AsyncService;
+using WorkerAsync = v1::WorkerService::AsyncService;
+using HealthAsync = grpc::health::v1::Health::AsyncService;
+
 namespace {
 
+// Calls waiting for each method, so that a burst of new calls finds one ready (gRPC holds the
+// rest until one is armed again).
+constexpr int kArmedPerWorkerMethod = 8;
+constexpr int kArmedPerSweepMethod = 2;
+// Events handled per Poll before the coordinator runs its batch: a bound on how long the answers
+// to the events already taken wait.
+constexpr int kMaxEventsPerPoll = 1024;
 // Events a watcher may have queued before it is dropped to database replay: a slow watcher costs
 // memory up to this, never time on the coordinator's thread.
 constexpr size_t kWatchBacklog = 10000;
 
-Coordinator::Done Finisher(grpc::ServerUnaryReactor* reactor) {
-  return [reactor](const Status& s) { reactor->Finish(ToGrpcStatus(s)); };
+// What finished, as each call's tags name it.
+enum Op { kRequest, kRead, kWrite, kFinish, kDone, kNumOps };
+
+}  // namespace
+
+// The completion queue of both services and the calls in flight on it. After Start, everything
+// here runs on the coordinator's thread (Poll and the coordinator's answers), so nothing is
+// locked; after the coordinator has stopped, Drain runs on the caller's thread.
+class Endpoint final : public EventLoop {
+ public:
+  class Call {
+   public:
+    virtual ~Call() = default;
+    virtual void Proceed(int op, bool ok) = 0;
+  };
+  struct Tag {
+    Call* call;  // nullptr: the wake-up alarm.
+    int op;
+  };
+
+  // Registers both services and the queue with `builder`, before BuildAndStart.
+  Endpoint(Coordinator* coordinator, grpc::ServerBuilder* builder) : coordinator_(coordinator) {
+    builder->RegisterService(&sweeps_);
+    builder->RegisterService(&workers_);
+    builder->RegisterService(&health_);
+    cq_ = builder->AddCompletionQueue();
+  }
+  ~Endpoint() override {
+    if (!draining_) Drain();
+  }
+
+  // After BuildAndStart: arms calls for every method and hands the queue to the coordinator.
+  void Start();
+  // After the coordinator has stopped, before the server shuts down: ends open streams, so the
+  // server need not wait for workers and watchers that keep theirs open.
+  void CancelStreams() {
+    for (grpc::ServerContext* ctx : streams_) ctx->TryCancel();
+  }
+  // After the server has shut down: releases every call.
+  void Drain() {
+    draining_ = true;
+    cq_->Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_->Next(&tag, &ok)) Dispatch(tag, ok);
+  }
+
+  void Poll(std::chrono::steady_clock::time_point deadline) override {
+    auto until = std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                                        deadline - std::chrono::steady_clock::now());
+    void* tag = nullptr;
+    bool ok = false;
+    auto next = cq_->AsyncNext(&tag, &ok, until);
+    for (int n = 0; next == grpc::CompletionQueue::GOT_EVENT;) {
+      Dispatch(tag, ok);
+      if (++n == kMaxEventsPerPoll) break;
+      next = cq_->AsyncNext(&tag, &ok, std::chrono::system_clock::time_point());  // Only what is ready.
+    }
+  }
+  void Wake() override {
+    if (!wake_pending_.exchange(true)) alarm_.Set(cq_.get(), std::chrono::system_clock::time_point(), &wake_tag_);
+  }
+
+  Coordinator* coordinator() { return coordinator_; }
+  grpc::ServerCompletionQueue* cq() { return cq_.get(); }
+  SweepAsync* sweeps() { return &sweeps_; }
+  WorkerAsync* workers() { return &workers_; }
+  HealthAsync* health() { return &health_; }
+  bool draining() const { return draining_; }
+  void AddStream(grpc::ServerContext* ctx) { streams_.insert(ctx); }
+  void RemoveStream(grpc::ServerContext* ctx) { streams_.erase(ctx); }
+
+ private:
+  void Dispatch(void* tag, bool ok) {
+    auto* t = static_cast<Tag*>(tag);
+    if (t->call == nullptr) {
+      wake_pending_ = false;
+    } else {
+      t->call->Proceed(t->op, ok);
+    }
+  }
+
+  Coordinator* coordinator_;
+  SweepAsync sweeps_;
+  WorkerAsync workers_;
+  HealthAsync health_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  grpc::Alarm alarm_;
+  std::atomic<bool> wake_pending_{false};
+  Tag wake_tag_{nullptr, 0};
+  bool draining_ = false;
+  std::unordered_set<grpc::ServerContext*> streams_;
+};
+
+namespace {
+
+// The life of every call: it counts its operations in flight, the coordinator's pending answer
+// included, and deletes itself when none is left. While draining, nothing new starts.
+class CallBase : public Endpoint::Call {
+ public:
+  void Proceed(int op, bool ok) final {
+    if (!endpoint_->draining()) Handle(op, ok);
+    Release();
+  }
+
+ protected:
+  explicit CallBase(Endpoint* endpoint) : endpoint_(endpoint) {
+    for (int i = 0; i < kNumOps; ++i) tags_[i] = {this, i};
+  }
+  virtual void Handle(int op, bool ok) = 0;
+
+  // The tag of an operation about to start.
+  void* Begin(int op) {
+    ++pending_;
+    return &tags_[op];
+  }
+  // kDone of AsyncNotifyWhenDone: registered before the call is requested, but it comes back
+  // only if the call was matched, so it is counted then.
+  void* DoneTag() { return &tags_[kDone]; }
+  void ExpectDone() { ++pending_; }
+  // The coordinator's Done for this call: runs `answer` unless draining, then lets go.
+  template <typename Answer>
+  Coordinator::Done Held(Answer answer) {
+    ++pending_;
+    return [this, answer](const Status& s) {
+      if (!endpoint_->draining()) answer(s);
+      Release();
+    };
+  }
+
+  Endpoint* endpoint_;
+
+ private:
+  void Release() {
+    if (--pending_ == 0) delete this;
+  }
+
+  Endpoint::Tag tags_[kNumOps];
+  int pending_ = 0;
+};
+
+// Any unary call but AcquireTrial: forward to the coordinator, answer once it is committed.
+template <typename Service, typename Request, typename Response>
+class UnaryCall final : public CallBase {
+ public:
+  using RequestMethod = void (Service::*)(grpc::ServerContext*, Request*, grpc::ServerAsyncResponseWriter<Response>*,
+                                          grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
+  using ForwardMethod = void (Coordinator::*)(const Request&, Response*, Coordinator::Done);
+
+  UnaryCall(Endpoint* endpoint, Service* service, RequestMethod request, ForwardMethod forward)
+      : CallBase(endpoint), service_(service), request_method_(request), forward_(forward), responder_(&ctx_) {
+    (service_->*request_method_)(&ctx_, &request_, &responder_, endpoint_->cq(), endpoint_->cq(), Begin(kRequest));
+  }
+
+ private:
+  void Handle(int op, bool ok) override {
+    if (op != kRequest || !ok) return;  // Answered; or the server is shutting down.
+    new UnaryCall(endpoint_, service_, request_method_, forward_);
+    (endpoint_->coordinator()->*forward_)(request_, &response_, Held([this](const Status& s) {
+      responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+    }));
+  }
+
+  Service* service_;
+  RequestMethod request_method_;
+  ForwardMethod forward_;
+  grpc::ServerContext ctx_;
+  Request request_;
+  Response response_;
+  grpc::ServerAsyncResponseWriter<Response> responder_;
+};
+
+template <typename Service, typename Request, typename Response>
+void Arm(Endpoint* endpoint, int count, Service* service,
+         typename UnaryCall<Service, Request, Response>::RequestMethod request,
+         void (Coordinator::*forward)(const Request&, Response*, Coordinator::Done)) {
+  for (int i = 0; i < count; ++i) new UnaryCall<Service, Request, Response>(endpoint, service, request, forward);
 }
 
-// The sink side of one WatchSweep stream. It outlives its reactor if need be: the coordinator may
-// still hold it after the client has gone, and then its pushes are refused.
-class StreamSink final : public WatchSink, public std::enable_shared_from_this<StreamSink> {
+// AcquireTrial: a long-poll, which must notice a caller that has gone away so that no trial is
+// leased to nobody.
+class AcquireCall final : public CallBase {
  public:
-  StreamSink(Coordinator* coordinator, grpc::ServerWriteReactor<v1::SweepEvent>* reactor,
-             const v1::WatchSweepRequest& request)
-      : coordinator_(coordinator),
-        reactor_(reactor),
-        sweep_id_(request.sweep_id()),
-        skip_progress_(request.skip_progress()),
-        last_seq_(request.after_seq()) {}
+  explicit AcquireCall(Endpoint* endpoint) : CallBase(endpoint), responder_(&ctx_) {
+    ctx_.AsyncNotifyWhenDone(DoneTag());
+    endpoint_->workers()->RequestAcquireTrial(&ctx_, &request_, &responder_, endpoint_->cq(), endpoint_->cq(),
+                                              Begin(kRequest));
+  }
 
-  void Begin() { coordinator_->Watch(sweep_id_, last_seq_, skip_progress_, shared_from_this()); }
+ private:
+  void Handle(int op, bool ok) override {
+    if (op == kDone) {
+      gone_ = ctx_.IsCancelled();
+      return;
+    }
+    if (op != kRequest || !ok) return;
+    ExpectDone();
+    new AcquireCall(endpoint_);
+    double wait = std::max(0.0, request_.wait_seconds());
+    // Answer "no trial" a little before the caller's deadline rather than let the call fail.
+    auto until_deadline = std::chrono::duration<double>(ctx_.deadline() - std::chrono::system_clock::now()).count();
+    wait = std::max(0.0, std::min(wait, until_deadline - 0.25));
+    endpoint_->coordinator()->AcquireTrial(request_, &response_, std::chrono::duration<double>(wait),
+                                           [this] { return gone_; }, Held([this](const Status& s) {
+                                             responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+                                           }));
+  }
 
-  bool Push(const v1::SweepEvent& event) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (reactor_ == nullptr || closing_) return false;
+  grpc::ServerContext ctx_;
+  v1::AcquireTrialRequest request_;
+  v1::AcquireTrialResponse response_;
+  grpc::ServerAsyncResponseWriter<v1::AcquireTrialResponse> responder_;
+  bool gone_ = false;
+};
+
+// ReportProgressStream: read a report, forward it, write its answer after commit, read the next.
+class ReportStreamCall final : public CallBase {
+ public:
+  explicit ReportStreamCall(Endpoint* endpoint) : CallBase(endpoint), stream_(&ctx_) {
+    endpoint_->workers()->RequestReportProgressStream(&ctx_, &stream_, endpoint_->cq(), endpoint_->cq(),
+                                                      Begin(kRequest));
+  }
+  ~ReportStreamCall() override { endpoint_->RemoveStream(&ctx_); }
+
+ private:
+  void Handle(int op, bool ok) override {
+    switch (op) {
+      case kRequest:
+        if (!ok) return;
+        new ReportStreamCall(endpoint_);
+        endpoint_->AddStream(&ctx_);
+        return stream_.Read(&request_, Begin(kRead));
+      case kRead:
+        if (!ok) return stream_.Finish(grpc::Status::OK, Begin(kFinish));  // The worker closed its side.
+        response_.Clear();
+        endpoint_->coordinator()->ReportProgress(request_, &response_, Held([this](const Status& s) {
+          if (s.ok()) return stream_.Write(response_, Begin(kWrite));
+          stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
+        }));
+        return;
+      case kWrite:
+        if (!ok) return stream_.Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the worker went away"), Begin(kFinish));
+        return stream_.Read(&request_, Begin(kRead));
+    }
+  }
+
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<v1::ReportProgressResponse, v1::ReportProgressRequest> stream_;
+  v1::ReportProgressRequest request_;
+  v1::ReportProgressResponse response_;
+};
+
+class WatchCall;
+
+// What the coordinator holds of a watch. It may outlive the call: then it refuses every push.
+class WatchCallSink final : public WatchSink {
+ public:
+  explicit WatchCallSink(WatchCall* call) : call_(call) {}
+  bool Push(const v1::SweepEvent& event) override;
+  void ReplayDone(bool caught_up) override;
+  void Close(const Status& status) override;
+  void Detach() { call_ = nullptr; }
+
+ private:
+  WatchCall* call_;
+};
+
+// WatchSweep: events go out one write at a time, in order; a run of them leaves in one TCP write.
+class WatchCall final : public CallBase {
+ public:
+  explicit WatchCall(Endpoint* endpoint)
+      : CallBase(endpoint), sink_(std::make_shared<WatchCallSink>(this)), writer_(&ctx_) {
+    ctx_.AsyncNotifyWhenDone(DoneTag());
+    endpoint_->sweeps()->RequestWatchSweep(&ctx_, &request_, &writer_, endpoint_->cq(), endpoint_->cq(),
+                                           Begin(kRequest));
+  }
+  ~WatchCall() override {
+    sink_->Detach();
+    endpoint_->RemoveStream(&ctx_);
+  }
+
+  bool Push(const v1::SweepEvent& event) {
+    if (closing_) return false;
     if (queue_.size() >= kWatchBacklog) {
       resume_ = true;  // Dropped from live delivery; catch up from the database once drained.
       return false;
     }
     queue_.push_back(event);
     last_seq_ = event.seq();
-    WriteNextLocked();
+    WriteNext();
     return true;
   }
 
-  void ReplayDone(bool caught_up) override {
-    bool ask_now = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (caught_up) return;
-      resume_ = true;
-      ask_now = !writing_ && queue_.empty() && reactor_ != nullptr;
-      if (ask_now) resume_ = false;
+  void ReplayDone(bool caught_up) {
+    if (caught_up || closing_) return;
+    if (writing_ || !queue_.empty()) {
+      resume_ = true;  // Ask for the next page once this one is out.
+    } else {
+      Watch();
     }
-    if (ask_now) Begin();
   }
 
-  void Close(const Status& status) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (reactor_ == nullptr || closing_) return;
+  void Close(const Status& status) {
+    if (closing_) return;
     closing_ = true;
     close_status_ = ToGrpcStatus(status);
-    if (!writing_) FinishLocked();
-  }
-
-  void OnWriteDone(bool ok) {
-    bool resume = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      writing_ = false;
-      if (reactor_ == nullptr) return;
-      if (!ok) {  // The client is gone.
-        closing_ = true;
-        close_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away");
-      } else if (current_.type() == v1::SWEEP_FINISHED) {
-        closing_ = true;
-        close_status_ = grpc::Status::OK;
-      }
-      if (closing_) return FinishLocked();
-      WriteNextLocked();
-      if (!writing_ && resume_) {
-        resume_ = false;
-        resume = true;
-      }
-    }
-    if (resume) Begin();
-  }
-
-  void Detach() {
-    std::lock_guard<std::mutex> lock(mu_);
-    reactor_ = nullptr;
+    if (!writing_) FinishNow();
   }
 
  private:
-  void WriteNextLocked() {
+  void Handle(int op, bool ok) override {
+    switch (op) {
+      case kRequest:
+        if (!ok) return;
+        ExpectDone();
+        new WatchCall(endpoint_);
+        endpoint_->AddStream(&ctx_);
+        last_seq_ = request_.after_seq();
+        return Watch();
+      case kDone:  // The call is over: finished, or the watcher went away.
+        closing_ = true;
+        return;
+      case kWrite:
+        writing_ = false;
+        if (!ok) {
+          closing_ = true;
+          close_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away");
+        } else if (current_.type() == v1::SWEEP_FINISHED) {
+          closing_ = true;
+          close_status_ = grpc::Status::OK;
+        }
+        if (closing_) return FinishNow();
+        WriteNext();
+        if (!writing_ && resume_) {
+          resume_ = false;
+          Watch();
+        }
+        return;
+    }
+  }
+
+  void Watch() { endpoint_->coordinator()->Watch(request_.sweep_id(), last_seq_, request_.skip_progress(), sink_); }
+
+  void WriteNext() {
     if (writing_ || queue_.empty() || closing_) return;
     current_ = std::move(queue_.front());
     queue_.pop_front();
@@ -103,23 +383,22 @@ class StreamSink final : public WatchSink, public std::enable_shared_from_this<S
     // write; the last of the run (no hint) flushes. Measured +14-19% trials/s in the bench.
     grpc::WriteOptions options;
     if (!queue_.empty()) options.set_buffer_hint();
-    reactor_->StartWrite(&current_, options);
+    writer_.Write(current_, options, Begin(kWrite));
   }
 
-  void FinishLocked() {
+  void FinishNow() {
     if (finished_) return;
     finished_ = true;
-    reactor_->Finish(close_status_);
+    writer_.Finish(close_status_, Begin(kFinish));
   }
 
-  Coordinator* coordinator_;
-  std::mutex mu_;
-  grpc::ServerWriteReactor<v1::SweepEvent>* reactor_;  // nullptr once the RPC is done.
-  const int64_t sweep_id_;
-  const bool skip_progress_;
-  int64_t last_seq_;  // Last event queued; where a resumed replay starts.
+  std::shared_ptr<WatchCallSink> sink_;
+  grpc::ServerContext ctx_;
+  v1::WatchSweepRequest request_;
+  grpc::ServerAsyncWriter<v1::SweepEvent> writer_;
+  int64_t last_seq_ = 0;  // Last event queued; where a resumed replay starts.
   std::deque<v1::SweepEvent> queue_;
-  v1::SweepEvent current_;  // The event being written; gRPC reads it until OnWriteDone.
+  v1::SweepEvent current_;  // The event being written.
   bool writing_ = false;
   bool resume_ = false;
   bool closing_ = false;
@@ -127,24 +406,84 @@ class StreamSink final : public WatchSink, public std::enable_shared_from_this<S
   grpc::Status close_status_;
 };
 
-class WatchReactor final : public grpc::ServerWriteReactor<v1::SweepEvent> {
+bool WatchCallSink::Push(const v1::SweepEvent& event) { return call_ != nullptr && call_->Push(event); }
+void WatchCallSink::ReplayDone(bool caught_up) {
+  if (call_ != nullptr) call_->ReplayDone(caught_up);
+}
+void WatchCallSink::Close(const Status& status) {
+  if (call_ != nullptr) call_->Close(status);
+}
+
+// grpc.health.v1 Check, answered by the coordinator's thread itself: SERVING means that thread is
+// taking calls. (gRPC's built-in health service would bring its own threads.)
+class HealthCheckCall final : public CallBase {
  public:
-  WatchReactor(Coordinator* coordinator, const v1::WatchSweepRequest& request)
-      : sink_(std::make_shared<StreamSink>(coordinator, this, request)) {
-    sink_->Begin();
-  }
-  void OnWriteDone(bool ok) override { sink_->OnWriteDone(ok); }
-  void OnCancel() override { sink_->Close(Status::Ok()); }
-  void OnDone() override {
-    sink_->Detach();
-    delete this;
+  explicit HealthCheckCall(Endpoint* endpoint) : CallBase(endpoint), responder_(&ctx_) {
+    endpoint_->health()->RequestCheck(&ctx_, &request_, &responder_, endpoint_->cq(), endpoint_->cq(), Begin(kRequest));
   }
 
  private:
-  std::shared_ptr<StreamSink> sink_;
+  void Handle(int op, bool ok) override {
+    if (op != kRequest || !ok) return;
+    new HealthCheckCall(endpoint_);
+    const std::string& service = request_.service();
+    if (!service.empty() && service != v1::SweepService::service_full_name() &&
+        service != v1::WorkerService::service_full_name()) {
+      return responder_.Finish(response_, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service " + service),
+                               Begin(kFinish));
+    }
+    response_.set_status(grpc::health::v1::HealthCheckResponse::SERVING);
+    responder_.Finish(response_, grpc::Status::OK, Begin(kFinish));
+  }
+
+  grpc::ServerContext ctx_;
+  grpc::health::v1::HealthCheckRequest request_;
+  grpc::health::v1::HealthCheckResponse response_;
+  grpc::ServerAsyncResponseWriter<grpc::health::v1::HealthCheckResponse> responder_;
+};
+
+// grpc.health.v1 Watch is not offered; Check is what probes use.
+class HealthWatchCall final : public CallBase {
+ public:
+  explicit HealthWatchCall(Endpoint* endpoint) : CallBase(endpoint), writer_(&ctx_) {
+    endpoint_->health()->RequestWatch(&ctx_, &request_, &writer_, endpoint_->cq(), endpoint_->cq(), Begin(kRequest));
+  }
+
+ private:
+  void Handle(int op, bool ok) override {
+    if (op != kRequest || !ok) return;
+    new HealthWatchCall(endpoint_);
+    writer_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "use grpc.health.v1.Health/Check"), Begin(kFinish));
+  }
+
+  grpc::ServerContext ctx_;
+  grpc::health::v1::HealthCheckRequest request_;
+  grpc::ServerAsyncWriter<grpc::health::v1::HealthCheckResponse> writer_;
 };
 
 }  // namespace
+
+void Endpoint::Start() {
+  using C = Coordinator;
+  for (int i = 0; i < kArmedPerWorkerMethod; ++i) {
+    new AcquireCall(this);
+    new ReportStreamCall(this);
+  }
+  Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
+  Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
+  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestSubmitSweep, &C::SubmitSweep);
+  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
+  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
+  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
+  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
+  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
+  for (int i = 0; i < kArmedPerSweepMethod; ++i) {
+    new WatchCall(this);
+    new HealthCheckCall(this);
+    new HealthWatchCall(this);
+  }
+  coordinator_->SetEventLoop(this);
+}
 
 grpc::Status ToGrpcStatus(const Status& status) {
   using C = Status::Code;
@@ -159,101 +498,23 @@ grpc::Status ToGrpcStatus(const Status& status) {
   return grpc::Status(grpc::StatusCode::UNKNOWN, status.message());
 }
 
-grpc::ServerUnaryReactor* SweepServiceImpl::SubmitSweep(grpc::CallbackServerContext* ctx,
-                                                        const v1::SubmitSweepRequest* request,
-                                                        v1::SubmitSweepResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->SubmitSweep(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* SweepServiceImpl::GetSweep(grpc::CallbackServerContext* ctx, const v1::GetSweepRequest* request,
-                                                     v1::GetSweepResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->GetSweep(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* SweepServiceImpl::ListSweeps(grpc::CallbackServerContext* ctx,
-                                                       const v1::ListSweepsRequest* request,
-                                                       v1::ListSweepsResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->ListSweeps(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* SweepServiceImpl::CancelSweep(grpc::CallbackServerContext* ctx,
-                                                        const v1::CancelSweepRequest* request,
-                                                        v1::CancelSweepResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->CancelSweep(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* SweepServiceImpl::ListTrials(grpc::CallbackServerContext* ctx,
-                                                       const v1::ListTrialsRequest* request,
-                                                       v1::ListTrialsResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->ListTrials(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* SweepServiceImpl::GetBestConfig(grpc::CallbackServerContext* ctx,
-                                                          const v1::GetBestConfigRequest* request,
-                                                          v1::GetBestConfigResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->GetBestConfig(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerWriteReactor<v1::SweepEvent>* SweepServiceImpl::WatchSweep(grpc::CallbackServerContext* ctx,
-                                                                       const v1::WatchSweepRequest* request) {
-  return new WatchReactor(coordinator_, *request);
-}
-
-grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireTrial(grpc::CallbackServerContext* ctx,
-                                                          const v1::AcquireTrialRequest* request,
-                                                          v1::AcquireTrialResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  double wait = std::max(0.0, request->wait_seconds());
-  // Answer "no trial" a little before the caller's deadline rather than let the call fail.
-  auto until_deadline = std::chrono::duration<double>(ctx->deadline() - std::chrono::system_clock::now()).count();
-  wait = std::max(0.0, std::min(wait, until_deadline - 0.25));
-  coordinator_->AcquireTrial(*request, response, std::chrono::duration<double>(wait),
-                             [ctx] { return ctx->IsCancelled(); }, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(grpc::CallbackServerContext* ctx,
-                                                            const v1::ReportProgressRequest* request,
-                                                            v1::ReportProgressResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->ReportProgress(*request, response, Finisher(reactor));
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteTrial(grpc::CallbackServerContext* ctx,
-                                                           const v1::CompleteTrialRequest* request,
-                                                           v1::CompleteTrialResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  coordinator_->CompleteTrial(*request, response, Finisher(reactor));
-  return reactor;
-}
+CoordinatorServer::CoordinatorServer(Coordinator* coordinator) : coordinator_(coordinator) {}
 
 Status CoordinatorServer::Start(Coordinator* coordinator, const std::string& address,
                                 std::unique_ptr<CoordinatorServer>* out) {
-  grpc::EnableDefaultHealthCheckService(true);
+  grpc::EnableDefaultHealthCheckService(false);  // Ours runs on the coordinator's thread.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer(coordinator));
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
-  builder.RegisterService(&server->sweeps_);
-  builder.RegisterService(&server->workers_);
+  server->endpoint_ = std::make_unique<Endpoint>(coordinator, &builder);
   builder.SetMaxReceiveMessageSize(64 << 20);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
+    server->shut_down_ = true;  // Nothing was armed; the destructors clean up.
     return Status::Unavailable(fmt::format("cannot listen on {} (address in use or invalid?)", address));
   }
+  server->endpoint_->Start();
   *out = std::move(server);
   return Status::Ok();
 }
@@ -263,10 +524,12 @@ CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 void CoordinatorServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
-  // The coordinator first, so parked long-polls and watch streams end and Shutdown can finish.
+  // The coordinator first: it answers parked long-polls and closes live watches, and its thread
+  // stops polling the queue. Then the streams that stay open between messages, then the server.
   coordinator_->Shutdown();
+  endpoint_->CancelStreams();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  endpoint_->Drain();
 }
 
 }  // namespace moesweep

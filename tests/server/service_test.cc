@@ -209,11 +209,113 @@ TEST_F(ServiceTest, LongPollEndsEmptyBeforeTheCallersDeadline) {
 
 TEST_F(ServiceTest, HealthServiceSaysServing) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const char* service : {"", "moesweep.v1.SweepService", "moesweep.v1.WorkerService"}) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << service;
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
   grpc::ClientContext ctx;
   Deadline(&ctx);
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service("moesweep.v1.NoSuchService");
   grpc::health::v1::HealthCheckResponse resp;
-  ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp).ok());
-  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(health->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Leases the first trial of a freshly submitted sweep.
+v1::AcquireTrialResponse SubmitAndAcquire(v1::SweepService::Stub* sweeps, v1::WorkerService::Stub* workers) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::SubmitSweepRequest submit;
+  submit.set_spec_json(kSpec);
+  v1::SubmitSweepResponse submitted;
+  EXPECT_TRUE(sweeps->SubmitSweep(&ctx, submit, &submitted).ok());
+  grpc::ClientContext actx;
+  actx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::AcquireTrialRequest req;
+  req.set_worker("stream-test");
+  req.set_wait_seconds(2);
+  v1::AcquireTrialResponse trial;
+  EXPECT_TRUE(workers->AcquireTrial(&actx, req, &trial).ok());
+  EXPECT_TRUE(trial.has_trial());
+  return trial;
+}
+
+TEST_F(ServiceTest, ReportStreamAnswersEachReportAfterStoringItAndEndsOnAStaleLease) {
+  v1::AcquireTrialResponse trial = SubmitAndAcquire(sweeps_.get(), workers_.get());
+  grpc::ClientContext sctx;
+  Deadline(&sctx);
+  auto stream = workers_->ReportProgressStream(&sctx);
+  for (int step = 1; step <= 3; ++step) {
+    v1::ReportProgressRequest report;
+    report.set_lease_token(trial.lease_token());
+    report.set_step(step);
+    (*report.mutable_metrics())["val_loss"] = 1.0 / step;
+    ASSERT_TRUE(stream->Write(report));
+    v1::ReportProgressResponse reply;
+    ASSERT_TRUE(stream->Read(&reply)) << step;
+    EXPECT_EQ(reply.directive(), v1::CONTINUE);
+    EXPECT_EQ(reply.lease_seconds(), 30);
+
+    // Answered means stored: the trial shows this report's metrics.
+    grpc::ClientContext lctx;
+    Deadline(&lctx);
+    v1::ListTrialsRequest list;
+    list.set_sweep_id(trial.sweep_id());
+    v1::ListTrialsResponse trials;
+    ASSERT_TRUE(sweeps_->ListTrials(&lctx, list, &trials).ok());
+    bool found = false;
+    for (const v1::Trial& t : trials.trials()) {
+      if (t.trial_id() != trial.trial_id()) continue;
+      found = true;
+      EXPECT_DOUBLE_EQ(t.metrics().at("val_loss"), 1.0 / step);
+    }
+    EXPECT_TRUE(found);
+  }
+  v1::ReportProgressRequest stale;
+  stale.set_lease_token("stale");
+  ASSERT_TRUE(stream->Write(stale));
+  v1::ReportProgressResponse reply;
+  EXPECT_FALSE(stream->Read(&reply));
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+
+  // A new stream carries on with the live lease.
+  grpc::ClientContext sctx2;
+  Deadline(&sctx2);
+  auto again = workers_->ReportProgressStream(&sctx2);
+  v1::ReportProgressRequest report;
+  report.set_lease_token(trial.lease_token());
+  report.set_step(4);
+  ASSERT_TRUE(again->Write(report));
+  ASSERT_TRUE(again->Read(&reply));
+  EXPECT_EQ(reply.directive(), v1::CONTINUE);
+  again->WritesDone();
+  EXPECT_TRUE(again->Finish().ok());
+}
+
+TEST_F(ServiceTest, ShutdownEndsAnOpenReportStreamWithoutWaitingForItsWorker) {
+  v1::AcquireTrialResponse trial = SubmitAndAcquire(sweeps_.get(), workers_.get());
+  grpc::ClientContext sctx;
+  Deadline(&sctx);
+  auto stream = workers_->ReportProgressStream(&sctx);
+  v1::ReportProgressRequest report;
+  report.set_lease_token(trial.lease_token());
+  report.set_step(1);
+  ASSERT_TRUE(stream->Write(report));
+  v1::ReportProgressResponse reply;
+  ASSERT_TRUE(stream->Read(&reply));
+
+  auto start = std::chrono::steady_clock::now();
+  server_->Shutdown();  // The stream stays open on the worker's side.
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 1.5);  // Not the 2 s grace the server gives calls in flight.
+  EXPECT_FALSE(stream->Read(&reply));
+  EXPECT_FALSE(stream->Finish().ok());
 }
 
 }  // namespace
