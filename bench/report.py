@@ -3,7 +3,8 @@
 
     /usr/bin/python3 bench/report.py DIR
 
-DIR holds loadgen-*.json (moesweep-coordinator-loadgen --json), optuna-<procs>-<mode>.json
+DIR holds loadgen-<n>.json and loadgen-unary-<n>.json (moesweep-coordinator-loadgen --json, with
+reports over ReportProgressStream and as unary calls), optuna-<procs>-<mode>.json
 (bench/optuna_peer.py --json) and machine.txt.
 """
 import glob
@@ -36,11 +37,14 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     d = sys.argv[1]
-    runs = [load(p) for p in sorted(glob.glob(os.path.join(d, "loadgen-*.json")))]
+    runs = [load(p) for p in sorted(glob.glob(os.path.join(d, "loadgen-[0-9]*.json")))]
+    unary_runs = [load(p) for p in sorted(glob.glob(os.path.join(d, "loadgen-unary-*.json")))]
     if not runs:
-        sys.exit(f"report: no loadgen-*.json in {d}")
+        sys.exit(f"report: no loadgen-<n>.json in {d}")
     runs.sort(key=lambda r: r["trials_per_s"])
+    unary_runs.sort(key=lambda r: r["trials_per_s"])
     med = runs[len(runs) // 2]  # The median run by trials/s (the upper one of two).
+    unary = unary_runs[len(unary_runs) // 2] if unary_runs else None
     peers = {}
     for p in glob.glob(os.path.join(d, "optuna-*.json")):
         _, procs, mode = os.path.basename(p)[:-5].split("-")
@@ -50,7 +54,9 @@ def main():
         print(open(os.path.join(d, "machine.txt")).read().rstrip())
     print()
     print(f"Workload: one sweep of {med['trials']} no-op trials (one stage, 50x50 grid x 2 seeds by default); each "
-          f"worker does AcquireTrial -> {med['reports_per_trial']} x ReportProgress -> CompleteTrial.")
+          f"worker does AcquireTrial -> {med['reports_per_trial']} x ReportProgress -> CompleteTrial, the reports "
+          f"over one ReportProgressStream per worker (as moesweep-worker sends them); the 'unary' column sends each "
+          f"as a ReportProgress call.")
     print(f"moesweep: {med['workers']} concurrent workers over loopback gRPC ({med['client_threads']} client threads, "
           f"{med['channels']} channels), one WatchSweep client attached; median of {len(runs)} run(s) by trials/s.")
     print("Optuna: the same grid (GridSampler) and objective (trial.report x N, then return) on RDBStorage(SQLite); "
@@ -59,36 +65,44 @@ def main():
 
     o1, o4 = peers.get((1, "default")), peers.get((4, "default"))
     w1, w4 = peers.get((1, "wal")), peers.get((4, "wal"))
-    cols = ["moesweep", "optuna 1p", "optuna 4p", "ratio 1p", "ratio 4p", "target"]
+    cols = ["moesweep", "unary", "optuna 1p", "optuna 4p", "ratio 1p", "ratio 4p", "target"]
     rows = []
 
     def peer_row(name, key, target, digits=1):
         ours = med[key]
+        u = unary[key] if unary else None
         a = o1[key] if o1 else None
         b = o4[key] if o4 else None
         met = ""
         if target is not None:
             met = f">= {target:,} {'met' if ours >= target else 'MISSED'}"
-        rows.append([name, fmt(ours, digits), fmt(a, digits), fmt(b, digits), ratio(ours, a), ratio(ours, b), met])
+            if u is not None:
+                met += f" (unary: {'met' if u >= target else 'missed'})"
+        rows.append([name, fmt(ours, digits), fmt(u, digits), fmt(a, digits), fmt(b, digits), ratio(ours, a),
+                     ratio(ours, b), met])
+
+    def ms(r, key):
+        return f"{r[key]['p50_ms']:.2f} / {r[key]['p99_ms']:.2f}" if r else "-"
 
     peer_row("trials/s", "trials_per_s", TARGETS["trials_per_s"])
     peer_row("metric reports/s", "reports_per_s", TARGETS["reports_per_s"], 0)
-    rows.append(["trials measured", fmt(med["trials"], 0), fmt(o1["trials"], 0) if o1 else "-",
-                 fmt(o4["trials"], 0) if o4 else "-", "", "", ""])
-    rows.append(["report p50 / p99 ms", f"{med['report']['p50_ms']:.2f} / {med['report']['p99_ms']:.2f}",
+    rows.append(["trials measured", fmt(med["trials"], 0), fmt(unary["trials"], 0) if unary else "-",
+                 fmt(o1["trials"], 0) if o1 else "-", fmt(o4["trials"], 0) if o4 else "-", "", "", ""])
+    rows.append(["report p50 / p99 ms", ms(med, "report"), ms(unary, "report"),
                  f"{o1['report_p50_ms']:.2f} / {o1['report_p99_ms']:.2f}" if o1 else "-",
                  f"{o4['report_p50_ms']:.2f} / {o4['report_p99_ms']:.2f}" if o4 else "-", "", "", ""])
     for name, key in (("AcquireTrial p50 / p99 ms", "acquire"), ("CompleteTrial p50 / p99 ms", "complete")):
-        rows.append([name, f"{med[key]['p50_ms']:.2f} / {med[key]['p99_ms']:.2f}", "-", "-", "", "", ""])
+        rows.append([name, ms(med, key), ms(unary, key), "-", "-", "", "", ""])
     wp99 = med["watch"]["p99_ms"]
-    rows.append(["watch p50 / p99 ms", f"{med['watch']['p50_ms']:.2f} / {wp99:.2f}", "-", "-", "", "",
+    rows.append(["watch p50 / p99 ms", ms(med, "watch"), ms(unary, "watch"), "-", "-", "", "",
                  f"p99 <= {TARGETS['watch_p99_ms']} {'met' if wp99 <= TARGETS['watch_p99_ms'] else 'MISSED'}"])
-    durable = all(r["checks_ok"] for r in runs)
+    durable = all(r["checks_ok"] for r in runs + unary_runs)
     rows.append(["every ack durable, once", f"{'yes' if durable else 'NO'} (SIG{med['kill']})",
+                 "yes" if unary_runs and all(r["checks_ok"] for r in unary_runs) else "-",
                  "yes" if o1 and o1["checks_ok"] else "-", "yes" if o4 and o4["checks_ok"] else "-", "", "",
                  "required " + ("met" if durable else "MISSED")])
     if w1 or w4:
-        rows.append(["optuna WAL trials/s", "", fmt(w1["trials_per_s"]) if w1 else "-",
+        rows.append(["optuna WAL trials/s", "", "", fmt(w1["trials_per_s"]) if w1 else "-",
                      fmt(w4["trials_per_s"]) if w4 else "-", ratio(med["trials_per_s"], w1["trials_per_s"]) if w1 else "-",
                      ratio(med["trials_per_s"], w4["trials_per_s"]) if w4 else "-", ""])
 
@@ -99,6 +113,8 @@ def main():
     for r in rows:
         print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
     print()
+    if unary_runs:
+        print("unary runs (trials/s): " + ", ".join(f"{r['trials_per_s']:.0f}" for r in unary_runs))
     print("runs (trials/s): " + ", ".join(f"{r['trials_per_s']:.0f}" for r in runs) +
           f"; median run: {med['window_s']:.2f} s for {med['trials']} trials, CPU {med['coordinator_cpu_s']:.2f} s "
           f"coordinator + {med['loadgen_cpu_s']:.2f} s load generator over {med['load_wall_s']:.2f} s wall "
@@ -113,7 +129,7 @@ def main():
                   f"{p['trials_per_s']:.1f} trials/s; trial p50 {p['trial_p50_ms']:.1f} ms")
     if not all(r.get("live_watch", True) for r in runs):
         print("NOTE: some runs had no live watcher (--no-watch): not the benchmark's workload")
-    failures = [f for r in runs for f in r["failures"]]
+    failures = [f for r in runs + unary_runs for f in r["failures"]]
     for f in failures:
         print("CHECK FAILED: " + f)
     return 0 if durable else 1

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The coordinator benchmark in one command: builds what it needs (in build-bench/ unless
 # BUILD_DIR says otherwise), runs the C++ load generator against a real moesweep-coordinator
-# (RUNS times; the table shows the median run), runs the same workload on Optuna with SQLite
+# (RUNS times with reports over ReportProgressStream, as moesweep-worker sends them, alternating
+# with RUNS times with unary ReportProgress calls; the table shows the median run of each), runs
+# the same workload on Optuna with SQLite
 # (1 and 4 processes, Optuna's SQLite defaults and with WAL), and prints one table.
 #
 #   bench/run_coordinator_bench.sh                 # 32 workers, 5000 trials, 3 runs
@@ -49,15 +51,20 @@ fi
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/machine.txt"
 
-echo "== moesweep coordinator: $RUNS run(s) of the load generator" >&2
+echo "== moesweep coordinator: $RUNS x 2 runs of the load generator (report stream / unary reports)" >&2
 for i in $(seq 1 "$RUNS"); do
-  timeout 150 "$BUILD/bench/moesweep-coordinator-loadgen" --coordinator "$BUILD/server/moesweep-coordinator" \
-    --max-seconds 120 --json "$OUT/loadgen-$i.json" "$@" >"$OUT/loadgen-$i.txt" 2>&1 || {
-    echo "load generator run $i failed:" >&2
-    cat "$OUT/loadgen-$i.txt" >&2
-    exit 1
-  }
-  grep -E 'trials/s|checks' "$OUT/loadgen-$i.txt" | sed "s/^/  run $i: /" >&2
+  for kind in stream unary; do
+    name=loadgen-$i
+    flags=()
+    [[ $kind == unary ]] && name=loadgen-unary-$i && flags=(--unary-reports)
+    timeout 150 "$BUILD/bench/moesweep-coordinator-loadgen" --coordinator "$BUILD/server/moesweep-coordinator" \
+      --max-seconds 120 --json "$OUT/$name.json" "${flags[@]}" "$@" >"$OUT/$name.txt" 2>&1 || {
+      echo "load generator run $name failed:" >&2
+      cat "$OUT/$name.txt" >&2
+      exit 1
+    }
+    grep -E 'trials/s|checks' "$OUT/$name.txt" | sed "s/^/  run $i, $kind reports: /" >&2
+  done
 done
 
 if ! $PY -c 'import optuna' 2>/dev/null; then
