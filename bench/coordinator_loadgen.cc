@@ -12,7 +12,9 @@
 //      the seeds, e.g. 50 x 50 x 2 = 5000 trials;
 //   3. attaches a WatchSweep stream and waits until it has caught up (it then receives live events);
 //   4. W workers, each a state machine on a gRPC completion queue (a few threads drive them all,
-//      over a few shared channels), loop: AcquireTrial -> R x ReportProgress -> CompleteTrial;
+//      over a few shared channels), loop: AcquireTrial -> R x ReportProgress -> CompleteTrial,
+//      the reports over one ReportProgressStream per worker as moesweep-worker sends them
+//      (--unary-reports: one ReportProgress call each);
 //   5. when the sweep has finished: ListTrials, a full replay of the events (WatchSweep from 0),
 //      then kills the coordinator with SIGKILL (no clean shutdown) and opens the database file
 //      read-only to check that every acknowledged report and completion is there, once.
