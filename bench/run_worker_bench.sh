@@ -10,7 +10,8 @@
 #                  bench/moe_peer.py on the same JSON, 1 and 2 threads (epoch 1 is warm-up; the
 #                  figure is training samples/s over epochs 2-4, evaluation and loading excluded)
 #   2. scaling     the same config with num_experts 32: the worker, the worker's step timed phase
-#                  by phase (bench/worker/step_timer.cc), and the peer with --profile
+#                  by phase (bench/worker/step_timer.cc; also with diversity_loss_weight 0, to
+#                  show the fused diversity loss by difference), and the peer with --profile
 #   3. slots       sweeps/demo.json on a fresh coordinator (temp db, free loopback port) with one
 #                  worker of 2 slots x 1 thread vs 1 slot x 2 threads, wall time of `moesweep submit
 #                  --watch` (SLOT_ROUNDS times each, alternating)
@@ -84,6 +85,8 @@ EOF
 }
 variant e8
 variant e32 num_experts=32
+variant e8_nodiv diversity_loss_weight=0
+variant e32_nodiv num_experts=32 diversity_loss_weight=0
 variant e8_b1024 batch_size=1024
 variant e32_b1024 num_experts=32 batch_size=1024
 
@@ -117,6 +120,9 @@ for r in $(seq 1 "$ROUNDS"); do
   worker_run e32 1 "worker-e32-t1-r$r"
   steptime_run e8 "steptime-e8-r$r"
   steptime_run e32 "steptime-e32-r$r"
+  # The diversity loss is fused into the expert FFN: its cost is the difference to these.
+  steptime_run e8_nodiv "steptime-e8_nodiv-r$r"
+  steptime_run e32_nodiv "steptime-e32_nodiv-r$r"
   peer_run e8 1 "peerprof-e8-r$r" --profile --epochs 3
   peer_run e32 1 "peerprof-e32-r$r" --profile --epochs 3
 done

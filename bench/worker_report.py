@@ -93,23 +93,34 @@ print()
 print("## 2. 32 vs 8 experts at top-2 (same config, 1 thread)\n")
 
 
-def steptime_phases(jsonl):
-    """Per-step milliseconds of each phase over the epochs after warm-up."""
+def steptime_ms(jsonl):
+    """Per-step milliseconds of each phase of a moesweep-worker-steptime run, epochs after warm-up."""
     epochs = [json.loads(line) for line in open(jsonl) if line.startswith("{")]
     use = epochs[WARMUP_EPOCHS:] or epochs
     cfg = re.match(r"steptime-([^-.]+)", os.path.basename(jsonl)).group(1)
     c = json.load(open(os.path.join(OUT, f"{cfg}.json")))
     steps = math.ceil(c["train_size"] / c["batch_size"]) * len(use)
-    keys = ["gather", "forward", "div_forward", "backward", "div_backward", "grad_norm", "adamw", "seconds"]
-    ms = {k: 1e3 * sum(e[k] for e in use) / steps for k in keys}
-    return {
+    keys = ["gather", "forward", "backward", "grad_norm", "adamw", "seconds"]
+    return {k: 1e3 * sum(e[k] for e in use) / steps for k in keys}
+
+
+def steptime_phases(jsonl):
+    """The worker's step by phase. The diversity loss is fused into the expert FFN's forward and
+    backward, so its cost is the difference to the same config with diversity_loss_weight 0."""
+    ms = steptime_ms(jsonl)
+    phases = {
         "full step": ms["seconds"],
-        "forward + backward (no diversity)": ms["forward"] + ms["backward"],
-        "diversity loss (fwd + bwd)": ms["div_forward"] + ms["div_backward"],
+        "forward + backward (diversity loss included)": ms["forward"] + ms["backward"],
         "grad norm": ms["grad_norm"],
         "AdamW": ms["adamw"],
-        "other (batch gather, timers)": ms["seconds"] - sum(ms[k] for k in keys[1:-1]),
+        "other (batch gather, timers)": ms["seconds"] - ms["forward"] - ms["backward"] - ms["grad_norm"] - ms["adamw"],
     }
+    nodiv = re.sub(r"steptime-([^-.]+)-", r"steptime-\1_nodiv-", jsonl)
+    if nodiv != jsonl and os.path.exists(nodiv):
+        nd = steptime_ms(nodiv)
+        phases["full step with diversity_loss_weight 0"] = nd["seconds"]
+        phases["diversity loss (fwd + bwd), by difference"] = ms["seconds"] - nd["seconds"]
+    return phases
 
 
 def peer_phases(json_file):
@@ -150,7 +161,7 @@ def phase_table(title, e8_files, e32_files, reader, batch=128):
         x = median([r[k] for r in a])
         y = median([r[k] for r in b])
         rr = median([p[k] / q[k] for p, q in zip(a, b) if q[k] > 0]) if k in (
-            "full step", "forward + backward (no diversity)") else float("nan")
+            "full step", "forward + backward (no diversity)", "full step with diversity_loss_weight 0") else float("nan")
         print(f"| {k} | {x:.2f} | {y:.2f} | {ratio_str(rr) if not math.isnan(rr) else ''} |")
     print()
 
@@ -180,14 +191,14 @@ for e in (8, 32):
     if os.path.exists(f):
         g[e] = json.loads(open(f).readline())
 if len(g) == 2:
-    print("**Expert GEMMs alone** (the six per-expert products of one step, rows split evenly, oneDNN sgemm; ms)\n")
+    print("**Expert GEMMs alone** (the six per-expert products of one step as GroupedFfn runs them, weight "
+          "gradients with beta 0; rows split evenly, oneDNN sgemm; ms)\n")
     print("| product | 8 experts (32 rows each) | 32 experts (8 rows each) |")
     print("|---|---:|---:|")
     for k in ("fwd_xW1", "fwd_hW2", "bwd_dW2", "bwd_dh", "bwd_dW1", "bwd_dx", "total"):
         print(f"| {k.replace('_', ' ')} | {g[8][k + '_ms']:.2f} | {g[32][k + '_ms']:.2f} |")
-    for k, what in (("bwd_dW2_beta0", "dW2 with beta 0 (overwrite)"), ("bwd_dW1_beta0", "dW1 with beta 0 (overwrite)"),
-                    ("bwd_dW2_scratch_add", "dW2 with beta 0 into a scratch, then add_"),
-                    ("bwd_dW1_scratch_add", "dW1 with beta 0 into a scratch, then add_")):
+    for k, what in (("bwd_dW2_beta1", "dW2 with beta 1 (accumulate into a zeroed gradient)"),
+                    ("bwd_dW1_beta1", "dW1 with beta 1 (accumulate into a zeroed gradient)")):
         if k + "_ms" in g[8]:
             print(f"| *for comparison:* {what} | {g[8][k + '_ms']:.2f} | {g[32][k + '_ms']:.2f} |")
     print()

@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "worker/gemm.h"
+#include "worker/param_cache.h"
 
 namespace moesweep::worker {
 namespace {
@@ -32,19 +33,24 @@ class DenseFunction : public torch::autograd::Function<DenseFunction> {
       dx = at::empty({dy.size(0), weight.size(1)}, dy.options());
       Gemm(dy, false, weight, false, 0.0f, dx);
     }
-    if (weight.requires_grad()) Gemm(dy, true, x, false, 1.0f, GradBuffer(weight));
-    if (bias.requires_grad()) GradBuffer(bias).add_(dy.sum(0));
+    bool fresh = false;
+    if (weight.requires_grad()) {
+      at::Tensor& gw = GradBufferForOverwrite(weight, &fresh);
+      Gemm(dy, true, x, false, fresh ? 0.0f : 1.0f, gw);
+    }
+    if (bias.requires_grad()) {
+      at::Tensor& gb = GradBufferForOverwrite(bias, &fresh);
+      if (fresh) {
+        at::sum_out(gb, dy, at::IntArrayRef{0});
+      } else {
+        gb.add_(dy.sum(0));
+      }
+    }
     return {dx, at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
-
-at::Tensor& GradBuffer(const at::Tensor& t) {
-  at::Tensor& g = const_cast<at::Tensor&>(t).mutable_grad();
-  if (!g.defined()) g = at::zeros_like(t);
-  return g;
-}
 
 DenseImpl::DenseImpl(int64_t in, int64_t out, TrialRng* rng) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));

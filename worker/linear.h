@@ -16,17 +16,13 @@ struct DenseImpl : torch::nn::Module {
   // weight [out, in] and bias [out], both U(-1/sqrt(in), 1/sqrt(in)).
   DenseImpl(int64_t in, int64_t out, TrialRng* rng);
 
-  // x: [..., in] -> [..., out]. The weight and bias gradients are accumulated straight into
-  // their .grad by backward() (see GroupedFfn in moe_layer.cc for why).
+  // x: [..., in] -> [..., out]. backward() writes the weight and bias gradients straight into
+  // their .grad (see worker/param_cache.h).
   at::Tensor forward(const at::Tensor& x);
 
   at::Tensor weight, bias;
 };
 TORCH_MODULE(Dense);
-
-// Adds into t.grad(), allocating a zero gradient the first time; for custom backward functions
-// that accumulate parameter gradients in place.
-at::Tensor& GradBuffer(const at::Tensor& t);
 
 }  // namespace moesweep::worker
 

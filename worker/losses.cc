@@ -1,9 +1,13 @@
 #include "worker/losses.h"
 
+#include <vector>
+
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "worker/linear.h"
+#include "worker/param_cache.h"
+#include "worker/param_diversity.h"
 
 namespace moesweep::worker {
 namespace {
@@ -34,61 +38,64 @@ at::Tensor RouterZLoss(const at::Tensor& logits) { return at::logsumexp(logits, 
 
 namespace {
 
-// grad[e, j] += a[e] * s[j] + b[e] * w[e, j] for an [E, P] block, in one pass.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void DiversityGradKernel(float* __restrict grad, const float* __restrict w, const float* __restrict s, float a,
-                         float b, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) grad[j] += a * s[j] + b * w[j];
-}
-
-// Mean pairwise cosine similarity of the experts' parameter vectors theta_e (all tensors of
-// expert e, flattened). With u_e = theta_e / |theta_e| and s = sum_e u_e:
-//   loss = (|s|^2 - E) / (E (E - 1)),
-//   d|s|^2 / d theta_e = 2 (s - (s . u_e) u_e) / |theta_e|.
-// Four passes over the parameters instead of an E x E Gram matrix. Like GroupedFfn, the gradient
-// goes straight into the parameters' .grad.
+// The parameter-diversity loss as its own autograd node (see worker/param_diversity.h for the
+// maths). The backward computes each expert's c_e and then its gradient while the expert's slice
+// is still in cache. Results do not depend on the number of threads: work is split over experts,
+// never inside a sum. Like GroupedFfn, the gradient goes straight into the parameters' .grad.
 class ParamCosine : public torch::autograd::Function<ParamCosine> {
  public:
   static variable_list forward(AutogradContext* ctx, at::TensorList stacked) {
-    const int64_t e = stacked[0].size(0);
-    at::Tensor sq = at::zeros({e}, at::kDouble);
-    for (const at::Tensor& p : stacked) sq += at::norm(p.reshape({e, -1}), 2, {1}).to(at::kDouble).pow(2);
-    at::Tensor inv = sq.sqrt().clamp_min(kEps).reciprocal().to(at::kFloat);  // [E]
-    double total = 0;
-    std::vector<at::Tensor> saved{inv};
-    for (const at::Tensor& p : stacked) {
-      at::Tensor s = at::mv(p.reshape({e, -1}).t(), inv);  // sum_e u_e restricted to this tensor
-      total += at::dot(s, s).item<double>();
-      saved.push_back(s);
-    }
+    DiversityForward f = ComputeDiversityForward(stacked);
+    std::vector<at::Tensor> saved{at::tensor(f.inv)};
+    for (at::Tensor& s : f.s) saved.push_back(std::move(s));
     for (const at::Tensor& p : stacked) saved.push_back(p);
     ctx->save_for_backward(saved);
-    return {at::scalar_tensor((total - e) / static_cast<double>(e * (e - 1)), at::kFloat)};
+    return {at::scalar_tensor(f.loss, at::kFloat)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
     const size_t n = (saved.size() - 1) / 2;
-    const at::Tensor& inv = saved[0];
-    const int64_t e = inv.size(0);
-    const double coef = grad_outputs[0].item<double>() / static_cast<double>(e * (e - 1));
-    // c_e = s . theta_e
-    at::Tensor c = at::zeros({e}, at::kFloat);
-    for (size_t t = 0; t < n; ++t) c += at::mv(saved[1 + n + t].reshape({e, -1}), saved[1 + t]);
-    const float* inv_p = inv.data_ptr<float>();
-    const float* c_p = c.data_ptr<float>();
+    const at::Tensor inv_t = saved[0].contiguous();
+    const std::vector<float> inv(inv_t.data_ptr<float>(), inv_t.data_ptr<float>() + inv_t.numel());
+    const int64_t e = static_cast<int64_t>(inv.size());
+    std::vector<const float*> s(n), w(n);
+    std::vector<int64_t> per(n);
+    for (size_t t = 0; t < n; ++t) {
+      s[t] = saved[1 + t].data_ptr<float>();
+      w[t] = saved[1 + n + t].data_ptr<float>();
+      per[t] = saved[1 + t].numel();
+    }
+    // The first writer of a gradient overwrites it (see worker/param_cache.h).
+    std::vector<float*> g(n, nullptr);
+    std::vector<char> overwrite(n, 0);
     for (size_t t = 0; t < n; ++t) {
       const at::Tensor& p = saved[1 + n + t];
       if (!p.requires_grad()) continue;
-      at::Tensor& g = GradBuffer(p);
-      const at::Tensor w = p.contiguous(), s = saved[1 + t];
-      const int64_t per = w.numel() / e;
-      for (int64_t i = 0; i < e; ++i) {
-        const double a = 2.0 * coef * inv_p[i];
-        const double b = -2.0 * coef * c_p[i] * inv_p[i] * inv_p[i] * inv_p[i];
-        DiversityGradKernel(g.data_ptr<float>() + i * per, w.data_ptr<float>() + i * per, s.data_ptr<float>(),
-                            static_cast<float>(a), static_cast<float>(b), per);
+      bool fresh = false;
+      g[t] = GradBufferForOverwrite(p, &fresh).data_ptr<float>();
+      overwrite[t] = fresh;
+    }
+    const double upstream = grad_outputs[0].item<double>();
+    std::vector<double> sq(n * e, 0.0);  // [tensor][expert]: sum of squares of the new gradient
+    at::parallel_for(0, e, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        double c = 0;
+        for (size_t t = 0; t < n; ++t) c += DiversityDot(s[t], w[t] + i * per[t], per[t]);
+        float a = 0, b = 0;
+        DiversityCoefficients(upstream, e, inv[i], c, &a, &b);
+        for (size_t t = 0; t < n; ++t) {
+          if (g[t] == nullptr) continue;
+          sq[t * e + i] = DiversityGrad(g[t] + i * per[t], w[t] + i * per[t], s[t], nullptr, a, b, per[t],
+                                        overwrite[t] != 0);
+        }
       }
+    });
+    for (size_t t = 0; t < n; ++t) {
+      if (g[t] == nullptr) continue;
+      double total = 0;
+      for (int64_t i = 0; i < e; ++i) total += sq[t * e + i];
+      RecordGradSumSquares(saved[1 + n + t], total);
     }
     return variable_list(n);
   }

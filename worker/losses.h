@@ -22,8 +22,10 @@ at::Tensor RouterZLoss(const at::Tensor& logits);
 // Mean over pairs i != j of cos(theta_i, theta_j), theta_e = all of expert e's parameters
 // flattened; `stacked` holds tensors with the expert index as dim 0. Uses
 // sum_{i != j} u_i . u_j = |sum_i u_i|^2 - E for unit vectors u, so it costs O(E * P), not
-// O(E^2 * P). 0 when E == 1. Its backward adds the gradient straight into each tensor's .grad
-// (the tensors must be leaves; torch::autograd::grad() does not see it).
+// O(E^2 * P) (worker/param_diversity.h). 0 when E == 1. Its backward writes the gradient straight
+// into each tensor's .grad (see worker/param_cache.h; the tensors must be contiguous float
+// leaves, and torch::autograd::grad() does not see it). The MoE layer does not call this: its
+// expert FFN computes the same loss inside its own passes (GroupedExperts::forward).
 at::Tensor ParamCosineSimilarity(const std::vector<at::Tensor>& stacked);
 
 // The same through the E x E Gram matrix with plain autograd (for tests).

@@ -9,6 +9,8 @@
 #include "worker/gemm.h"
 #include "worker/linear.h"
 #include "worker/losses.h"
+#include "worker/param_cache.h"
+#include "worker/param_diversity.h"
 
 namespace moesweep::worker {
 namespace {
@@ -20,6 +22,7 @@ struct GroupedFfnArgs {
   const std::vector<int64_t>* counts;
   double dropout;  // 0 = none.
   TrialRng* rng;
+  bool with_diversity = false;  // Also return the experts' parameter-diversity loss.
 };
 
 // Expert index of every row: counts[0] zeros, then counts[1] ones, ...
@@ -31,25 +34,41 @@ at::Tensor RowExperts(const std::vector<int64_t>& counts, int64_t rows) {
 }
 
 // The expert FFNs on grouped rows, as one autograd node: forward and backward each do one GEMM per
-// (expert, layer) on a contiguous row slice. The weight gradients are accumulated straight into
-// the stacked parameters' .grad (and nothing is returned for them), because autograd through
+// (expert, layer) on a contiguous row slice. The weight gradients are written straight into the
+// stacked parameters' .grad (and nothing is returned for them), because autograd through
 // per-expert views would materialise a full-size zero gradient per expert, and a fresh gradient
-// tensor per step costs page faults; the optimizer zeroes .grad after using it. So the stacked
-// weights must be leaves, and their gradients are only available through backward(), not
+// tensor per step costs page faults (see worker/param_cache.h). So the stacked weights must be
+// leaves, and their gradients are only available through backward(), not
 // torch::autograd::grad().
+//
+// With args.with_diversity the node also returns the parameter-diversity loss of the stacked
+// parameters (worker/param_diversity.h) as a second output, fused into the per-expert loops: the
+// forward takes c_e = s . theta_e right after each expert's GEMM has read its weights, and the
+// backward writes each expert's weight gradient once, as GEMM result (from a scratch) plus the
+// diversity term. As a separate node (ParamCosineSimilarity) the loss reads the parameters once
+// more and reads and writes their whole gradient again; that was 0.4 ms per step slower, at 8 and
+// at 32 experts, on the development VM (BENCHMARKS.md, "Worker").
 class GroupedFfn : public torch::autograd::Function<GroupedFfn> {
  public:
   // params = W0, b0, W1, b1, ...; saved: x, params, then per hidden layer (pre-activation,
-  // post-dropout activation, mask or undefined).
+  // post-dropout activation, mask or undefined), row_experts, and with the diversity loss inv,
+  // c and s per parameter tensor.
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
                                const GroupedFfnArgs& args) {
     const std::vector<int64_t>& counts = *args.counts;
+    const int64_t experts = static_cast<int64_t>(counts.size());
     const size_t layers = params.size() / 2;
     at::Tensor h = x.contiguous();  // GEMMs want unit-stride rows
     std::vector<at::Tensor> saved;
-    saved.reserve(2 + params.size() + 3 * layers);
+    saved.reserve(4 + 2 * params.size() + 3 * layers);
     saved.push_back(h);
     for (const at::Tensor& p : params) saved.push_back(p);
+    DiversityForward div;
+    std::vector<double> c;  // c_e = s . theta_e
+    if (args.with_diversity) {
+      div = ComputeDiversityForward(params);
+      c.assign(experts, 0.0);
+    }
     const at::Tensor row_experts = RowExperts(counts, x.size(0));
     for (size_t l = 0; l < layers; ++l) {
       const at::Tensor& w = params[2 * l];
@@ -57,12 +76,16 @@ class GroupedFfn : public torch::autograd::Function<GroupedFfn> {
       // Each row starts as its expert's bias; the GEMMs add x_e W_e on top.
       at::Tensor out = counts.size() == 1 ? b.expand({h.size(0), w.size(2)}).contiguous()
                                           : b.index_select(0, row_experts);
+      const int64_t w_per = w.numel() / experts, b_per = b.numel() / experts;
       int64_t offset = 0;
-      for (size_t e = 0; e < counts.size(); ++e) {
-        const int64_t c = counts[e];
-        if (c == 0) continue;
-        Gemm(h.narrow(0, offset, c), false, w[e], false, 1.0f, out.narrow(0, offset, c));
-        offset += c;
+      for (int64_t e = 0; e < experts; ++e) {
+        const int64_t rows = counts[e];
+        if (rows > 0) Gemm(h.narrow(0, offset, rows), false, w[e], false, 1.0f, out.narrow(0, offset, rows));
+        if (args.with_diversity) {  // In tensor order (W, b per layer), as ParamCosineSimilarity sums.
+          c[e] += DiversityDot(div.s[2 * l].data_ptr<float>(), w.data_ptr<float>() + e * w_per, w_per);
+          c[e] += DiversityDot(div.s[2 * l + 1].data_ptr<float>(), b.data_ptr<float>() + e * b_per, b_per);
+        }
+        offset += rows;
       }
       if (l + 1 == layers) {
         h = out;
@@ -80,44 +103,96 @@ class GroupedFfn : public torch::autograd::Function<GroupedFfn> {
       h = act;
     }
     saved.push_back(row_experts);
+    if (args.with_diversity) {
+      saved.push_back(at::tensor(div.inv));
+      saved.push_back(at::tensor(c, at::kDouble));
+      for (const at::Tensor& s : div.s) saved.push_back(s);
+    }
     ctx->save_for_backward(saved);
     ctx->saved_data["counts"] = c10::IValue(counts);
     ctx->saved_data["layers"] = static_cast<int64_t>(layers);
-    return {h};
+    ctx->saved_data["diversity"] = args.with_diversity;
+    if (!args.with_diversity) return {h};
+    return {h, at::scalar_tensor(div.loss, at::kFloat)};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    const int64_t experts = static_cast<int64_t>(counts.size());
     const size_t layers = static_cast<size_t>(ctx->saved_data["layers"].toInt());
+    const bool with_diversity = ctx->saved_data["diversity"].toBool();
     const at::Tensor& x = saved[0];
     auto param = [&](size_t i) -> const at::Tensor& { return saved[1 + i]; };
     auto hidden = [&](size_t l, size_t what) -> const at::Tensor& {  // l in 1..layers-1
       return saved[1 + 2 * layers + 3 * (l - 1) + what];
     };
+    const size_t after_hidden = 1 + 2 * layers + 3 * (layers - 1);
+    const at::Tensor& row_experts = saved[after_hidden];
 
-    const at::Tensor& row_experts = saved.back();
+    // The diversity loss's gradient, a_e s + b_e theta_e per expert.
+    std::vector<float> div_a, div_b;
+    if (with_diversity) {
+      const at::Tensor inv = saved[after_hidden + 1].contiguous(), c = saved[after_hidden + 2].contiguous();
+      const double upstream = grad_outputs[1].defined() ? grad_outputs[1].item<double>() : 0.0;
+      div_a.resize(experts);
+      div_b.resize(experts);
+      for (int64_t e = 0; e < experts; ++e) {
+        DiversityCoefficients(upstream, experts, inv.data_ptr<float>()[e], c.data_ptr<double>()[e], &div_a[e],
+                              &div_b[e]);
+      }
+    }
+    auto div_s = [&](size_t i) { return saved[after_hidden + 3 + i].data_ptr<float>(); };  // s of param i
+
     variable_list grads(1 + 2 * layers + 1);  // x, params (left undefined), args
     at::Tensor dz = grad_outputs[0].contiguous();
+    std::vector<double> sq(experts);
     for (size_t l = layers; l-- > 0;) {
       const at::Tensor& w = param(2 * l);
       const at::Tensor& b = param(2 * l + 1);
       const at::Tensor& input = l == 0 ? x : hidden(l, 1);
       const bool need_weight = w.requires_grad();
-      at::Tensor gw = need_weight ? GradBuffer(w) : at::Tensor();
-      if (b.requires_grad()) GradBuffer(b).index_add_(0, row_experts, dz);
+      const int64_t w_per = w.numel() / experts, b_per = b.numel() / experts;
+      if (b.requires_grad()) {
+        at::Tensor& gb = GradBuffer(b);
+        gb.index_add_(0, row_experts, dz);
+        if (with_diversity) {
+          for (int64_t e = 0; e < experts; ++e) {
+            sq[e] = DiversityGrad(gb.data_ptr<float>() + e * b_per, b.data_ptr<float>() + e * b_per, div_s(2 * l + 1),
+                                  nullptr, div_a[e], div_b[e], b_per, /*overwrite=*/false);
+          }
+          RecordGradSumSquares(b, Sum(sq));
+        }
+      }
+      // A fresh (reclaimed, unzeroed) buffer is overwritten: beta 0 runs about 2x faster than
+      // beta 1 on ~8-row slices, and it saves zeroing the gradient every step.
+      bool fresh = false;
+      at::Tensor gw = need_weight ? GradBufferForOverwrite(w, &fresh) : at::Tensor();
+      const float beta = fresh ? 0.0f : 1.0f;
+      // With the diversity loss, each expert's task gradient goes to this L2-sized scratch first
+      // and is written to .grad together with the diversity term.
+      at::Tensor scratch;
+      if (need_weight && with_diversity) scratch = at::empty({w.size(1), w.size(2)}, w.options());
       const bool need_input = l > 0 || ctx->needs_input_grad(0);
       at::Tensor dh = need_input ? at::empty({dz.size(0), w.size(1)}, dz.options()) : at::Tensor();
       int64_t offset = 0;
-      for (size_t e = 0; e < counts.size(); ++e) {
-        const int64_t c = counts[e];
-        if (c == 0) continue;
-        const at::Tensor dz_e = dz.narrow(0, offset, c);
-        const at::Tensor w_e = w[e];
-        if (need_weight) Gemm(input.narrow(0, offset, c), true, dz_e, false, 1.0f, gw[e]);
-        if (need_input) Gemm(dz_e, false, w_e, true, 0.0f, dh.narrow(0, offset, c));
-        offset += c;
+      for (int64_t e = 0; e < experts; ++e) {
+        const int64_t rows = counts[e];
+        const at::Tensor dz_e = dz.narrow(0, offset, rows);
+        // dh first: it reads W_e, which the diversity term below then finds in cache (L3 at least).
+        if (rows > 0 && need_input) Gemm(dz_e, false, w[e], true, 0.0f, dh.narrow(0, offset, rows));
+        if (need_weight && with_diversity) {
+          if (rows > 0) Gemm(input.narrow(0, offset, rows), true, dz_e, false, 0.0f, scratch);
+          sq[e] = DiversityGrad(gw.data_ptr<float>() + e * w_per, w.data_ptr<float>() + e * w_per, div_s(2 * l),
+                                rows > 0 ? scratch.data_ptr<float>() : nullptr, div_a[e], div_b[e], w_per, fresh);
+        } else if (need_weight && rows > 0) {
+          Gemm(input.narrow(0, offset, rows), true, dz_e, false, beta, gw[e]);
+        } else if (need_weight && fresh) {
+          gw[e].zero_();  // An expert without rows has a zero task gradient.
+        }
+        offset += rows;
       }
+      if (need_weight && with_diversity) RecordGradSumSquares(w, Sum(sq));
       if (l == 0) {
         grads[0] = dh;
         break;
@@ -127,6 +202,13 @@ class GroupedFfn : public torch::autograd::Function<GroupedFfn> {
       dz = at::gelu_backward(dh, hidden(l, 0));
     }
     return grads;
+  }
+
+ private:
+  static double Sum(const std::vector<double>& v) {
+    double total = 0;
+    for (double x : v) total += x;
+    return total;
   }
 };
 
@@ -162,9 +244,14 @@ int64_t GroupedExpertsImpl::params_per_expert() const {
   return n;
 }
 
-at::Tensor GroupedExpertsImpl::forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts) {
+at::Tensor GroupedExpertsImpl::forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts,
+                                       at::Tensor* diversity) {
   GroupedFfnArgs args{&counts, is_training() ? dropout_ : 0.0, rng_};
-  return GroupedFfn::apply(x_sorted, at::TensorList(params_), args)[0];
+  if (diversity != nullptr && num_experts_ < 2) *diversity = at::zeros({}, params_[0].options());
+  args.with_diversity = diversity != nullptr && num_experts_ >= 2;
+  variable_list out = GroupedFfn::apply(x_sorted, at::TensorList(params_), args);
+  if (args.with_diversity) *diversity = out[1];
+  return out[0];
 }
 
 at::Tensor GroupedExpertsImpl::ForwardAll(const at::Tensor& x) {
@@ -260,6 +347,7 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
     std::vector<int64_t> counts{x.size(0)};
     return norm_(residual + experts_(x, counts));
   }
+  aux_ = MoEAux{};
   at::Tensor h = x;
   if (gate1_) {
     h = rng_->Dropout(at::gelu(gate1_(h)), options_.gate_dropout, is_training());
@@ -268,12 +356,14 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
   const Routing& route = routing_;
   DispatchPlan plan = PlanDispatch(route.experts, route.keep, options_.num_experts);
 
-  at::Tensor y = experts_(x.index_select(0, plan.token_index), plan.counts);
+  // The parameter-diversity loss comes out of the expert FFN, which fuses it into its passes.
+  const bool want_diversity = is_training() && options_.want_param_diversity;
+  at::Tensor y = experts_(x.index_select(0, plan.token_index), plan.counts,
+                          want_diversity ? &aux_.param_similarity : nullptr);
   at::Tensor w = route.weights.reshape({-1}).index_select(0, plan.slot_index).unsqueeze(1);
   at::Tensor mixed = at::zeros_like(x).index_add(0, plan.token_index, y * w);
   at::Tensor out = norm_(residual + mixed);
 
-  aux_ = MoEAux{};
   if (is_training()) {
     const int64_t e = options_.num_experts;
     if (options_.want_balance) {
@@ -285,7 +375,6 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
     }
     if (options_.want_entropy) aux_.entropy = RouterEntropy(route.probs, route.log_probs);
     if (options_.want_z_loss) aux_.z_loss = RouterZLoss(route.logits);
-    if (options_.want_param_diversity) aux_.param_similarity = ParamCosineSimilarity(experts_->stacked_params());
     if (options_.want_output_losses) {
       at::Tensor means = experts_->ForwardAll(x).mean(1);  // [E, d]
       aux_.output_similarity = OutputCosineSimilarity(means);

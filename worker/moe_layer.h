@@ -34,8 +34,10 @@ struct GroupedExpertsImpl : torch::nn::Module {
                      TrialRng* rng);
 
   // x_sorted holds counts[0] rows for expert 0, then counts[1] rows for expert 1, ...; returns the
-  // expert outputs in the same order. Dropout is applied when the module is training.
-  at::Tensor forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts);
+  // expert outputs in the same order. Dropout is applied when the module is training. With
+  // `diversity` given, also sets it to ParamCosineSimilarity(stacked_params()), computed inside
+  // the expert passes (same value and gradient, less memory traffic; see moe_layer.cc).
+  at::Tensor forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts, at::Tensor* diversity = nullptr);
   // Every expert on every row of x, without dropout: [E, N, d]. For the output-diversity losses.
   at::Tensor ForwardAll(const at::Tensor& x);
 

@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "worker/param_cache.h"
+
 namespace moesweep::worker {
 namespace {
 
@@ -14,36 +16,63 @@ struct AdamWConstants {
   float decay, step_size, inv_sqrt_bc2, eps, b1, b2, c1, c2, scale;
 };
 
-// One pass over a parameter chunk. Compiled for AVX-512, AVX2 and baseline x86-64 and picked at
-// load time: the build targets generic x86-64, and this loop is memory-bound.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void AdamWKernel(float* __restrict w, float* __restrict m, float* __restrict v, float* __restrict g,
-                 int64_t n, const AdamWConstants k) {
-  if (g == nullptr) {  // No gradient: decay and momentum only.
-    for (int64_t j = 0; j < n; ++j) {
-      const float mj = k.b1 * m[j];
-      const float vj = k.b2 * v[j];
-      m[j] = mj;
-      v[j] = vj;
-      w[j] = w[j] * k.decay - k.step_size * mj / (std::sqrt(vj) * k.inv_sqrt_bc2 + k.eps);
-    }
-    return;
-  }
-  for (int64_t j = 0; j < n; ++j) {
+constexpr int kLanes = 16;
+
+// w, m, v <- one AdamW update of element j; returns the new w.
+template <bool kHasGrad>
+__attribute__((always_inline)) inline float UpdateOne(float* __restrict w, float* __restrict m, float* __restrict v,
+                                                      const float* __restrict g, int64_t j, const AdamWConstants& k) {
+  float mj, vj;
+  if constexpr (kHasGrad) {
     const float gj = g[j] * k.scale;
-    g[j] = 0.0f;  // Consumed: the next backward accumulates into a zeroed, already-mapped buffer.
-    const float mj = k.b1 * m[j] + k.c1 * gj;
-    const float vj = k.b2 * v[j] + k.c2 * gj * gj;
-    m[j] = mj;
-    v[j] = vj;
-    w[j] = w[j] * k.decay - k.step_size * mj / (std::sqrt(vj) * k.inv_sqrt_bc2 + k.eps);
+    mj = k.b1 * m[j] + k.c1 * gj;
+    vj = k.b2 * v[j] + k.c2 * gj * gj;
+  } else {  // No gradient: decay and momentum only.
+    mj = k.b1 * m[j];
+    vj = k.b2 * v[j];
   }
+  m[j] = mj;
+  v[j] = vj;
+  const float wj = w[j] * k.decay - k.step_size * mj / (std::sqrt(vj) * k.inv_sqrt_bc2 + k.eps);
+  w[j] = wj;
+  return wj;
+}
+
+template <bool kHasGrad>
+__attribute__((always_inline)) inline double UpdateChunk(float* __restrict w, float* __restrict m,
+                                                         float* __restrict v, const float* __restrict g, int64_t n,
+                                                         const AdamWConstants& k) {
+  // The new weights' sum of squares comes free while they are in registers (see
+  // RecordSliceSumSquares); independent lanes so that the loop vectorises without reassociating.
+  double lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int i = 0; i < kLanes; ++i) {
+      const float wj = UpdateOne<kHasGrad>(w, m, v, g, j + i, k);
+      lanes[i] += static_cast<double>(wj) * wj;
+    }
+  }
+  double acc = 0;
+  for (; j < n; ++j) {
+    const float wj = UpdateOne<kHasGrad>(w, m, v, g, j, k);
+    acc += static_cast<double>(wj) * wj;
+  }
+  for (int i = 0; i < kLanes; ++i) acc += lanes[i];
+  return acc;
+}
+
+// One pass over a parameter chunk (g == nullptr: no gradient); returns the sum of squares of the
+// new weights. Compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time: the build
+// targets generic x86-64, and this loop is memory-bound. With the gradient consumed read-only
+// (Step parks it instead of zeroing it), it streams w, m and v in and out and g in: 7 streams.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+double AdamWKernel(float* __restrict w, float* __restrict m, float* __restrict v, const float* __restrict g,
+                   int64_t n, const AdamWConstants k) {
+  return g == nullptr ? UpdateChunk<false>(w, m, v, g, n, k) : UpdateChunk<true>(w, m, v, g, n, k);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 double SumSquares(const float* __restrict g, int64_t n) {
-  // Independent lanes so that the loop vectorises without reassociating a single sum.
-  constexpr int kLanes = 16;
   double lanes[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
@@ -73,6 +102,11 @@ double FusedAdamW::GradNorm() const {
   std::vector<double> partial;
   for (const at::Tensor& p : params_) {
     if (!p.grad().defined()) continue;
+    double recorded = 0;
+    if (RecordedGradSumSquares(p, &recorded)) {
+      sq += recorded;
+      continue;
+    }
     const at::Tensor g = p.grad().contiguous();
     const float* data = g.data_ptr<float>();
     const int64_t n = g.numel(), chunks = (n + kChunk - 1) / kChunk;
@@ -102,25 +136,45 @@ void FusedAdamW::Step(double lr, double grad_scale) {
   k.c1 = static_cast<float>(1.0 - b1);
   k.c2 = static_cast<float>(1.0 - b2);
   k.scale = static_cast<float>(grad_scale);
+  constexpr int64_t kChunk = 1 << 14;
+  std::vector<double> partial;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i];
-    at::Tensor& grad = p.mutable_grad();
-    at::Tensor g_contig = grad.defined() ? grad.contiguous() : at::Tensor();
+    const at::Tensor& grad = p.grad();
+    const at::Tensor g_contig = grad.defined() ? grad.contiguous() : at::Tensor();
     float* w = p.data_ptr<float>();
     float* m = exp_avg_[i].data_ptr<float>();
     float* v = exp_avg_sq_[i].data_ptr<float>();
-    float* g = g_contig.defined() ? g_contig.data_ptr<float>() : nullptr;
-    at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-      AdamWKernel(w + begin, m + begin, v + begin, g != nullptr ? g + begin : nullptr, end - begin, k);
+    const float* g = g_contig.defined() ? g_contig.data_ptr<float>() : nullptr;
+    // Work items are chunks within dim-0 slices, so that each slice's sum of squares is summed
+    // in a fixed order whatever the number of threads.
+    const int64_t slices = p.dim() >= 2 && p.size(0) > 0 ? p.size(0) : 1;
+    const int64_t per = p.numel() / slices, chunks = std::max<int64_t>(1, (per + kChunk - 1) / kChunk);
+    partial.assign(slices * chunks, 0.0);
+    at::parallel_for(0, slices * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t offset = (item / chunks) * per + (item % chunks) * kChunk;
+        const int64_t n = std::min(kChunk, per - (item % chunks) * kChunk);
+        if (n <= 0) continue;
+        partial[item] = AdamWKernel(w + offset, m + offset, v + offset, g != nullptr ? g + offset : nullptr, n, k);
+      }
     });
-    if (grad.defined() && !grad.is_same(g_contig)) grad.zero_();
+    p.unsafeGetTensorImpl()->bump_version();  // Written through raw pointers.
+    if (p.dim() >= 2) {
+      std::vector<double> sums(slices, 0.0);
+      for (int64_t item = 0; item < slices * chunks; ++item) sums[item / chunks] += partial[item];
+      RecordSliceSumSquares(p, std::move(sums));
+    }
+    ParkGrad(p);
   }
 }
 
 void FusedAdamW::ZeroGrad() {
-  for (at::Tensor& p : params_) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
+  for (const at::Tensor& p : params_) ParkGrad(p);
+}
+
+FusedAdamW::~FusedAdamW() {
+  for (const at::Tensor& p : params_) DropParamCache(p);
 }
 
 double ClipScale(double norm, double max_norm) {

@@ -23,16 +23,22 @@ struct AdamWOptions {
 class FusedAdamW {
  public:
   FusedAdamW(std::vector<at::Tensor> params, AdamWOptions options);
+  ~FusedAdamW();
+  FusedAdamW(const FusedAdamW&) = delete;
+  FusedAdamW& operator=(const FusedAdamW&) = delete;
 
-  // Global L2 norm of all gradients (missing gradients count as zero).
+  // Global L2 norm of all gradients (missing gradients count as zero). Uses a gradient's sum of
+  // squares recorded by its last writer when there is one (worker/param_cache.h).
   double GradNorm() const;
 
   // One update with learning rate `lr`; gradients are multiplied by `grad_scale` first (clipping).
-  // Parameters without a gradient are treated as having a zero gradient. Leaves every gradient
-  // zeroed (not freed), so the next backward accumulates into the same memory.
+  // Parameters without a gradient are treated as having a zero gradient. Consumes the gradients:
+  // each is parked (ParkGrad), so .grad() is undefined afterwards and the next backward reuses
+  // the memory without zeroing it first. Also records the sum of squares of every dim-0 slice of
+  // the new weights (RecordSliceSumSquares), which the parameter-diversity loss needs next step.
   void Step(double lr, double grad_scale = 1.0);
 
-  // Zeroes the gradients in place (only needed when a backward is not followed by Step).
+  // Clears the gradients (parks them; only needed when a backward is not followed by Step).
   void ZeroGrad();
 
  private:

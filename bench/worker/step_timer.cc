@@ -5,25 +5,27 @@
 // Runs the training loop of worker/trainer.cc (RunTrialImpl) with the worker's own model, losses
 // and optimizer (it links moesweep_worker_lib), and times each phase of every step:
 //   gather        the batch's index_select
-//   forward       model forward, cross-entropy, the auxiliary losses except the parameter
-//                 diversity, loss.item()
-//   div_forward   the parameter-diversity loss (ParamCosineSimilarity on the stacked experts)
-//   backward      backward of everything but the diversity term
-//   div_backward  backward of the diversity term (it writes straight into .grad)
+//   forward       model forward, cross-entropy, the auxiliary losses (AuxLoss of trainer.cc),
+//                 loss.item()
+//   backward      loss.backward()
 //   grad_norm     FusedAdamW::GradNorm (only with grad_clip > 0)
-//   adamw         FusedAdamW::Step (also zeroes the gradients)
-// The model is built with diversity_loss_weight 0 and the diversity term is added by this driver,
-// so the arithmetic is the worker's (up to the order in which loss terms are summed). Evaluation is
-// skipped: this measures the training phase only. Prints one JSON object per epoch on stdout.
+//   adamw         FusedAdamW::Step (also parks the gradients for the next backward)
+// The arithmetic is the worker's: the losses match `moesweep-worker run` to every printed digit.
+// The parameter-diversity loss is fused into the expert FFN's forward and backward
+// (moe_layer.cc), so its cost shows up in forward and backward; run a copy of the config with
+// "diversity_loss_weight": 0 to see it by difference (bench/run_worker_bench.sh does). Evaluation
+// is skipped: this measures the training phase only. Prints one JSON object per epoch on stdout.
 // Mixup and early stopping are not supported (the benchmark does not use them).
 //
 //   moesweep-worker-steptime CONFIG.json --gemm-probe [--threads T]
 //
 // instead times only the expert GEMMs of one step (expert_layers 1: forward x W1, h W2; backward
 // dW2, dh, dW1, dx), with the step's batch_size * top_k rows split evenly over num_experts, using
-// the worker's Gemm on stacked [E, in, out] weights like GroupedFfn, plus the two weight-gradient
-// products with beta 0, and with beta 0 into a scratch then added, for comparison (not part of
-// the total). Prints one JSON object.
+// the worker's Gemm on stacked [E, in, out] weights like GroupedFfn (the weight gradients with
+// beta 0: GroupedFfn overwrites the reclaimed gradient buffers, or, with the diversity loss, a
+// scratch it then adds to the gradient with the loss's term), plus the two weight-gradient
+// products with beta 1, as they ran before that, for comparison (not part of the total). Prints
+// one JSON object.
 #include <malloc.h>
 
 #include <chrono>
@@ -40,7 +42,6 @@
 
 #include "worker/datasets.h"
 #include "worker/gemm.h"
-#include "worker/losses.h"
 #include "worker/models.h"
 #include "worker/optimizer.h"
 #include "worker/rng.h"
@@ -70,8 +71,7 @@ void GemmProbe(const mw::TrialConfig& c) {
   at::Tensor g1 = at::zeros_like(w1), g2 = at::zeros_like(w2);
   at::Tensor x = at::randn({slots, d}), hid = at::zeros({slots, h}), y = at::zeros({slots, d});
   at::Tensor dy = at::randn({slots, d}), dh = at::empty({slots, h}), dx = at::empty({slots, d});
-  at::Tensor scratch1 = at::zeros({d, h}), scratch2 = at::zeros({h, d});
-  double t[10] = {};
+  double t[8] = {};
   const int reps = 200;
   for (int r = 0; r < reps + 20; ++r) {
     double* acc = r < 20 ? nullptr : t;  // 20 warm-up steps
@@ -86,36 +86,26 @@ void GemmProbe(const mw::TrialConfig& c) {
     };
     time(0, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(x.narrow(0, o, n), false, w1[j], false, 1.0f, hid.narrow(0, o, n)); });
     time(1, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(hid.narrow(0, o, n), false, w2[j], false, 1.0f, y.narrow(0, o, n)); });
-    time(2, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(hid.narrow(0, o, n), true, dy.narrow(0, o, n), false, 1.0f, g2[j]); });
+    time(2, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(hid.narrow(0, o, n), true, dy.narrow(0, o, n), false, 0.0f, g2[j]); });
     time(3, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(dy.narrow(0, o, n), false, w2[j], true, 0.0f, dh.narrow(0, o, n)); });
-    time(4, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(x.narrow(0, o, n), true, dh.narrow(0, o, n), false, 1.0f, g1[j]); });
+    time(4, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(x.narrow(0, o, n), true, dh.narrow(0, o, n), false, 0.0f, g1[j]); });
     time(5, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(dh.narrow(0, o, n), false, w1[j], true, 0.0f, dx.narrow(0, o, n)); });
-    // The same weight-gradient products with beta 0 (overwrite instead of accumulate), for
-    // comparison: what a first-writer dW would cost.
-    time(6, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(hid.narrow(0, o, n), true, dy.narrow(0, o, n), false, 0.0f, g2[j]); });
-    time(7, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(x.narrow(0, o, n), true, dh.narrow(0, o, n), false, 0.0f, g1[j]); });
-    // ... and beta 0 into a per-expert scratch (L2-sized) that is then added to the gradient.
-    time(8, [&](int64_t j, int64_t o, int64_t n) {
-      mw::Gemm(hid.narrow(0, o, n), true, dy.narrow(0, o, n), false, 0.0f, scratch2);
-      g2[j].add_(scratch2);
-    });
-    time(9, [&](int64_t j, int64_t o, int64_t n) {
-      mw::Gemm(x.narrow(0, o, n), true, dh.narrow(0, o, n), false, 0.0f, scratch1);
-      g1[j].add_(scratch1);
-    });
-    if (r % 8 == 7) {  // like AdamW zeroing the gradients between steps (also keeps values bounded)
+    // The same weight-gradient products with beta 1 (accumulate into the gradient), for
+    // comparison: what they cost when the gradient was zeroed by the optimizer and accumulated into.
+    time(6, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(hid.narrow(0, o, n), true, dy.narrow(0, o, n), false, 1.0f, g2[j]); });
+    time(7, [&](int64_t j, int64_t o, int64_t n) { mw::Gemm(x.narrow(0, o, n), true, dh.narrow(0, o, n), false, 1.0f, g1[j]); });
+    if (r % 8 == 7) {  // keeps the accumulated values bounded
       g1.zero_();
       g2.zero_();
       hid.zero_();
       y.zero_();
     }
   }
-  const char* names[] = {"fwd_xW1", "fwd_hW2", "bwd_dW2", "bwd_dh", "bwd_dW1", "bwd_dx", "bwd_dW2_beta0", "bwd_dW1_beta0",
-                         "bwd_dW2_scratch_add", "bwd_dW1_scratch_add"};
+  const char* names[] = {"fwd_xW1", "fwd_hW2", "bwd_dW2", "bwd_dh", "bwd_dW1", "bwd_dx", "bwd_dW2_beta1", "bwd_dW1_beta1"};
   double total = 0;
   std::string line = fmt::format("{{\"num_experts\": {}, \"rows_per_expert\": {}, \"onednn\": {}", e, slots / e,
                                  mw::GemmUsesOneDnn());
-  for (int i = 0; i < 10; ++i) {
+  for (int i = 0; i < 8; ++i) {
     line += fmt::format(", \"{}_ms\": {:.4f}", names[i], 1e3 * t[i] / reps);
     if (i < 6) total += t[i];
   }
@@ -174,12 +164,9 @@ int main(int argc, char** argv) {
   shape.height = data.height;
   shape.width = data.width;
 
-  const double div_weight = c.diversity_loss_weight;
-  mw::TrialConfig built = c;
-  built.diversity_loss_weight = 0;  // computed below, timed on its own
   mw::TrialRng rng(c.seed);
   std::shared_ptr<mw::ModelImpl> model;
-  s = mw::BuildModel(built, shape, &rng, &model);
+  s = mw::BuildModel(c, shape, &rng, &model);
   if (!s.ok()) return Fail(s.message());
   std::vector<at::Tensor> params = model->parameters();
   mw::FusedAdamW optimizer(params, mw::AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay});
@@ -189,11 +176,12 @@ int main(int argc, char** argv) {
   const int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   const int64_t total_steps = c.epochs * steps_per_epoch;
   const int64_t warmup_steps = std::min(total_steps, c.warmup_epochs * steps_per_epoch);
-  const char* names[] = {"gather", "forward", "div_forward", "backward", "div_backward", "grad_norm", "adamw"};
+  const char* names[] = {"gather", "forward", "backward", "grad_norm", "adamw"};
+  constexpr int kPhases = 5;
   int64_t step = 0;
   for (int epoch = 1; epoch <= c.epochs; ++epoch) {
     model->train();
-    double t[7] = {};
+    double t[kPhases] = {};
     double loss_sum = 0;
     const auto epoch_start = Clock::now();
     at::Tensor order = at::randperm(n_train, rng.generator(), at::kLong);
@@ -208,46 +196,36 @@ int main(int argc, char** argv) {
       t0 = Clock::now();
       mw::ModelOutput out = model->forward(x);
       at::Tensor loss = at::cross_entropy_loss(out.logits, y, {}, at::Reduction::Mean, -100, c.label_smoothing);
-      for (const mw::MoELayer& layer : model->moe_layers()) {  // AuxLoss of trainer.cc, minus diversity
+      at::Tensor aux;  // AuxLoss of trainer.cc, summed in the same order
+      auto add = [&](const at::Tensor& term, double w) {
+        if (!term.defined() || w == 0) return;
+        at::Tensor weighted = term * w;
+        aux = aux.defined() ? aux + weighted : weighted;
+      };
+      for (const mw::MoELayer& layer : model->moe_layers()) {
         const mw::MoEAux& a = layer->aux();
-        auto add = [&](const at::Tensor& term, double w) {
-          if (term.defined() && w != 0) loss = loss + term * w;
-        };
         add(a.balance, c.balance_loss_weight);
         add(a.entropy, c.sparsity_loss_weight);
         add(a.z_loss, c.z_loss_weight);
+        add(a.param_similarity, c.diversity_loss_weight);
         add(a.output_similarity, c.output_diversity_weight);
         add(a.js_divergence, -c.js_divergence_weight);
       }
-      double loss_value = loss.item<double>();
+      if (aux.defined()) loss = loss + aux;
+      const double loss_value = loss.item<double>();
       t[1] += Since(t0);
-
-      t0 = Clock::now();
-      at::Tensor div;
-      if (div_weight > 0) {
-        for (const mw::MoELayer& layer : model->moe_layers()) {
-          if (!layer->options().use_moe) continue;
-          at::Tensor term = mw::ParamCosineSimilarity(layer->experts()->stacked_params()) * div_weight;
-          div = div.defined() ? div + term : term;
-        }
-        if (div.defined()) loss_value += div.item<double>();
-      }
-      t[2] += Since(t0);
       if (!std::isfinite(loss_value)) return Fail(fmt::format("training loss is not finite at epoch {}", epoch));
 
       t0 = Clock::now();
       loss.backward();
-      t[3] += Since(t0);
-      t0 = Clock::now();
-      if (div.defined()) div.backward();
-      t[4] += Since(t0);
+      t[2] += Since(t0);
 
       t0 = Clock::now();
       const double scale = c.grad_clip > 0 ? mw::ClipScale(optimizer.GradNorm(), c.grad_clip) : 1.0;
-      t[5] += Since(t0);
+      t[3] += Since(t0);
       t0 = Clock::now();
       optimizer.Step(ScheduledLr(c.lr, step, warmup_steps, total_steps), scale);
-      t[6] += Since(t0);
+      t[4] += Since(t0);
       ++step;
       loss_sum += loss_value * static_cast<double>(size);
     }
@@ -255,7 +233,7 @@ int main(int argc, char** argv) {
     std::string line = fmt::format("{{\"epoch\": {}, \"train_loss\": {:.6g}, \"samples_per_sec\": {:.1f}, \"seconds\": {:.4f}",
                                    epoch, loss_sum / static_cast<double>(n_train),
                                    static_cast<double>(n_train) / seconds, seconds);
-    for (int i = 0; i < 7; ++i) line += fmt::format(", \"{}\": {:.4f}", names[i], t[i]);
+    for (int i = 0; i < kPhases; ++i) line += fmt::format(", \"{}\": {:.4f}", names[i], t[i]);
     std::cout << line << "}" << std::endl;
   }
   return 0;

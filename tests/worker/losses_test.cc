@@ -1,10 +1,15 @@
 #include "worker/losses.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
+
+#include "worker/optimizer.h"
+#include "worker/param_cache.h"
 
 namespace moesweep::worker {
 namespace {
@@ -50,6 +55,90 @@ TEST(LossesTest, ParamCosineSimilarityMatchesGramMatrixGradient) {
   for (size_t i = 0; i < fast.size(); ++i) {
     EXPECT_TRUE(at::allclose(fast[i].grad(), ref[i].grad(), 1e-4, 1e-6)) << i;
   }
+}
+
+// The diversity loss straight from its definition, in double: cosine of every pair of flattened
+// expert parameter vectors (at::norm, a Gram matrix), with autograd for the gradient.
+struct DiversityReference {
+  double loss;
+  std::vector<at::Tensor> grads;  // double, shaped like the parameters
+};
+DiversityReference StraightforwardDiversity(const std::vector<at::Tensor>& stacked, double upstream) {
+  const int64_t e = stacked[0].size(0);
+  std::vector<at::Tensor> leaves, flat;
+  for (const at::Tensor& p : stacked) {
+    leaves.push_back(p.detach().to(at::kDouble).requires_grad_());
+    flat.push_back(leaves.back().reshape({e, -1}));
+  }
+  at::Tensor theta = at::cat(flat, 1);
+  at::Tensor u = theta / at::norm(theta, 2, {1}, true);
+  at::Tensor gram = at::mm(u, u.t());
+  at::Tensor loss = (gram.sum() - gram.diagonal().sum()) / static_cast<double>(e * (e - 1));
+  (loss * upstream).backward();
+  DiversityReference r{loss.item<double>(), {}};
+  for (const at::Tensor& l : leaves) r.grads.push_back(l.grad());
+  return r;
+}
+
+// Max |a - b| relative to max |b|.
+double RelativeError(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b).abs().max().item<double>() / std::max(b.abs().max().item<double>(), 1e-30);
+}
+
+TEST(LossesTest, ParamCosineSimilarityMatchesTheStraightforwardFormula) {
+  // Expert counts that leave 0 to 3 experts after the groups of 4 the forward sums in, and slice
+  // sizes that leave tails after the 16-wide vector loops and the 8192-float blocks.
+  struct Case {
+    int64_t experts;
+    std::vector<std::vector<int64_t>> shapes;  // without the expert dim
+  };
+  const std::vector<Case> cases = {{2, {{3, 7}, {13}}},  {3, {{5, 1}, {1}}},        {5, {{17, 9}, {9}, {9, 4}, {4}}},
+                                   {8, {{16, 32}, {32}}}, {32, {{91, 97}, {97}}}, {7, {{8200}, {19}}}};
+  at::manual_seed(11);
+  for (const Case& c : cases) {
+    std::vector<at::Tensor> params;
+    for (const auto& shape : c.shapes) {
+      std::vector<int64_t> full{c.experts};
+      full.insert(full.end(), shape.begin(), shape.end());
+      // A shared component makes the cosines clearly non-zero.
+      params.push_back((at::randn(full) + 0.5).requires_grad_());
+    }
+    const double upstream = 0.37;
+    const DiversityReference ref = StraightforwardDiversity(params, upstream);
+    at::Tensor loss = ParamCosineSimilarity(params);
+    EXPECT_NEAR(loss.item<double>(), ref.loss, 1e-5 * std::max(1.0, std::abs(ref.loss))) << c.experts << " experts";
+    (loss * upstream).backward();  // fresh gradients: the loss writes them
+    for (size_t t = 0; t < params.size(); ++t) {
+      EXPECT_LT(RelativeError(params[t].grad(), ref.grads[t]), 1e-5) << c.experts << " experts, tensor " << t;
+      // The sum of squares it recorded for the gradient norm is that of the gradient.
+      double recorded = 0;
+      ASSERT_TRUE(RecordedGradSumSquares(params[t], &recorded));
+      const double actual = params[t].grad().to(at::kDouble).pow(2).sum().item<double>();
+      EXPECT_NEAR(recorded, actual, 1e-6 * actual);
+    }
+    // An existing gradient is added to, not overwritten.
+    std::vector<at::Tensor> before;
+    for (at::Tensor& p : params) before.push_back(p.grad().clone());
+    (ParamCosineSimilarity(params) * upstream).backward();
+    for (size_t t = 0; t < params.size(); ++t) {
+      EXPECT_LT(RelativeError(params[t].grad() - before[t], ref.grads[t]), 1e-5)
+          << c.experts << " experts, tensor " << t;
+    }
+  }
+}
+
+TEST(LossesTest, ParamCosineSimilarityUsesOptimizerNormsOnlyWhileValid) {
+  at::manual_seed(12);
+  std::vector<at::Tensor> params{(at::randn({6, 5, 11}) + 0.3).requires_grad_(), at::randn({6, 11}).requires_grad_()};
+  FusedAdamW opt(params, AdamWOptions{0.05, 0.9, 0.999, 1e-8, 0.01});
+  for (at::Tensor& p : params) p.mutable_grad() = at::randn(p.sizes());
+  opt.Step(0.05);  // records each expert slice's sum of squares
+  EXPECT_NEAR(ParamCosineSimilarity(params).item<double>(), StraightforwardDiversity(params, 1.0).loss, 1e-5);
+  {
+    at::NoGradGuard no_grad;
+    params[0][1].mul_(-3.0);  // changes expert 1's norm and direction after the step
+  }
+  EXPECT_NEAR(ParamCosineSimilarity(params).item<double>(), StraightforwardDiversity(params, 1.0).loss, 1e-5);
 }
 
 TEST(LossesTest, OutputCosineSimilarity) {

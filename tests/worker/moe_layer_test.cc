@@ -1,10 +1,14 @@
 #include "worker/moe_layer.h"
 
 #include <cmath>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
+
+#include "worker/losses.h"
+#include "worker/optimizer.h"
 
 namespace moesweep::worker {
 namespace {
@@ -194,6 +198,142 @@ TEST(MoELayerTest, GroupedExpertGradientsMatchAutograd) {
   }
   // Expert 1 had no rows: its gradient stays exactly zero.
   EXPECT_EQ(experts->stacked_params()[0].grad()[1].abs().sum().item<double>(), 0);
+}
+
+// The expert FFN with plain autograd on copies of the stacked weights (for references).
+at::Tensor ReferenceFfn(const std::vector<at::Tensor>& p, const at::Tensor& x, const std::vector<int64_t>& counts) {
+  std::vector<at::Tensor> outs;
+  int64_t offset = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    at::Tensor h = x.narrow(0, offset, counts[e]);
+    for (size_t l = 0; l < p.size() / 2; ++l) {
+      h = at::matmul(h, p[2 * l][e]) + p[2 * l + 1][e];
+      if (l + 1 < p.size() / 2) h = at::gelu(h);
+    }
+    outs.push_back(h);
+    offset += counts[e];
+  }
+  return at::cat(outs);
+}
+
+std::vector<at::Tensor> Copies(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& p : params) out.push_back(p.detach().clone().requires_grad_());
+  return out;
+}
+
+TEST(MoELayerTest, ReclaimedGradientBuffersAreOverwritten) {
+  // After a Step, GroupedFfn gets the old gradient buffers back unzeroed and overwrites them (GEMMs
+  // with beta 0). Fill them with NaN to prove that nothing of the old contents survives, with and
+  // without the fused diversity loss.
+  for (const bool diversity : {false, true}) {
+    TrialRng rng(9);
+    GroupedExperts experts(3, 5, 7, 2, /*dropout=*/0.0, &rng);
+    experts->train();
+    const std::vector<at::Tensor>& params = experts->stacked_params();
+    FusedAdamW opt(params, AdamWOptions{0.01, 0.9, 0.999, 1e-8, 0.01});
+    const std::vector<int64_t> first_counts{2, 2, 1}, counts{2, 0, 3};  // expert 1 idle in step 2
+    at::Tensor div;
+    at::Tensor y = experts(at::randn({5, 5}), first_counts, diversity ? &div : nullptr);
+    at::Tensor loss = (y * at::randn({5, 5})).sum();
+    (diversity ? loss + 0.3 * div : loss).backward();
+    std::vector<at::Tensor> old_buffers;
+    for (const at::Tensor& p : params) old_buffers.push_back(p.grad());
+    opt.Step(0.01);
+    for (at::Tensor& b : old_buffers) b.fill_(std::nanf(""));
+
+    at::Tensor x = at::randn({5, 5}), upstream = at::randn({5, 5});
+    y = experts(x, counts, diversity ? &div : nullptr);
+    loss = (y * upstream).sum();
+    (diversity ? loss + 0.3 * div : loss).backward();
+
+    std::vector<at::Tensor> ref = Copies(params);
+    at::Tensor ref_loss = (ReferenceFfn(ref, x, counts) * upstream).sum();
+    if (diversity) {
+      const double ref_div = ParamCosineSimilarityReference(ref).item<double>();
+      EXPECT_NEAR(div.item<double>(), ref_div, 1e-5);
+      ref_loss = ref_loss + 0.3 * ParamCosineSimilarityReference(ref);
+    }
+    ref_loss.backward();
+    for (size_t i = 0; i < params.size(); ++i) {
+      ASSERT_TRUE(params[i].grad().defined());
+      EXPECT_EQ(params[i].grad().data_ptr(), old_buffers[i].data_ptr()) << "param " << i << ": buffer not reused";
+      EXPECT_FALSE(params[i].grad().isnan().any().item<bool>()) << "param " << i << ", diversity " << diversity;
+      EXPECT_TRUE(at::allclose(params[i].grad(), ref[i].grad(), 1e-5, 1e-6))
+          << "param " << i << ", diversity " << diversity;
+    }
+    if (!diversity) {
+      for (const at::Tensor& p : params) EXPECT_EQ(p.grad()[1].abs().sum().item<double>(), 0);  // idle expert
+    }
+  }
+}
+
+TEST(MoELayerTest, FusedDiversityMatchesTheSeparateLoss) {
+  // GroupedExperts computes ParamCosineSimilarity inside its own passes; the value and every
+  // gradient must equal the separate autograd node's, for an odd number of experts, odd sizes and
+  // an expert without rows.
+  TrialRng rng(10);
+  GroupedExperts experts(5, 6, 19, 2, /*dropout=*/0.0, &rng);
+  experts->train();
+  const std::vector<int64_t> counts{3, 0, 1, 4, 2};
+  at::Tensor x = at::randn({10, 6}).requires_grad_(), upstream = at::randn({10, 6});
+  at::Tensor div;
+  at::Tensor y = experts(x, counts, &div);
+  ((y * upstream).sum() + 0.7 * div).backward();
+
+  std::vector<at::Tensor> sep = Copies(experts->stacked_params());
+  at::Tensor xs = x.detach().clone().requires_grad_();
+  at::Tensor sep_div = ParamCosineSimilarity(sep);
+  EXPECT_NEAR(div.item<double>(), sep_div.item<double>(), 1e-6);
+  ((ReferenceFfn(sep, xs, counts) * upstream).sum() + 0.7 * sep_div).backward();
+  EXPECT_TRUE(at::allclose(x.grad(), xs.grad(), 1e-5, 1e-6));
+  for (size_t i = 0; i < sep.size(); ++i) {
+    EXPECT_TRUE(at::allclose(experts->stacked_params()[i].grad(), sep[i].grad(), 1e-5, 1e-6)) << "param " << i;
+  }
+  // One expert: the loss is 0 and nothing is fused.
+  GroupedExperts single(1, 6, 19, 1, 0.0, &rng);
+  const std::vector<int64_t> all{10};
+  single(x, all, &div);
+  EXPECT_EQ(div.item<double>(), 0.0);
+}
+
+TEST(MoELayerTest, OverwrittenGradientsMatchZeroThenAccumulate) {
+  // Two identical layers trained side by side for three steps: one on the parked-buffer path
+  // (first writers overwrite), one whose gradients are reset to explicit zeros before every
+  // backward (every writer accumulates, as before parking existed). Gradients and weights must
+  // agree at every step. Few tokens over many experts leave some experts idle.
+  MoELayerOptions o = SmallOptions();
+  o.num_experts = 6;
+  o.expert_dropout = 0.2;
+  o.want_param_diversity = true;
+  TrialRng rng_a(21), rng_b(21);
+  MoELayer a(o, &rng_a), b(o, &rng_b);
+  a->train();
+  b->train();
+  std::vector<at::Tensor> pa = a->parameters(), pb = b->parameters();
+  FusedAdamW opt_a(pa, AdamWOptions{0.01, 0.9, 0.999, 1e-8, 0.01});
+  FusedAdamW opt_b(pb, AdamWOptions{0.01, 0.9, 0.999, 1e-8, 0.01});
+  at::manual_seed(22);
+  for (int step = 0; step < 3; ++step) {
+    at::Tensor x = at::randn({5, 8}), upstream = at::randn({5, 8});
+    for (at::Tensor& p : pb) p.mutable_grad() = at::zeros_like(p);
+    for (MoELayer layer : {a, b}) {
+      at::Tensor out = layer(x);
+      at::Tensor loss = (out * upstream).sum() + 0.5 * layer->aux().param_similarity;
+      if (layer->aux().balance.defined()) loss = loss + 0.1 * layer->aux().balance;
+      loss.backward();
+    }
+    for (size_t i = 0; i < pa.size(); ++i) {
+      ASSERT_TRUE(pa[i].grad().defined()) << i;
+      EXPECT_TRUE(at::allclose(pa[i].grad(), pb[i].grad(), 1e-5, 1e-7)) << "step " << step << ", param " << i;
+    }
+    EXPECT_NEAR(opt_a.GradNorm(), opt_b.GradNorm(), 1e-5 * opt_b.GradNorm()) << "step " << step;
+    opt_a.Step(0.01, 0.5);
+    opt_b.Step(0.01, 0.5);
+    for (size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_TRUE(at::allclose(pa[i], pb[i], 1e-5, 1e-7)) << "step " << step << ", param " << i;
+    }
+  }
 }
 
 TEST(MoELayerTest, DropoutIsActiveOnlyInTraining) {
