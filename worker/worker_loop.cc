@@ -17,6 +17,7 @@
 
 #include "moesweep/v1/moesweep.grpc.pb.h"
 #include "worker/datasets.h"
+#include "worker/report_stream.h"
 #include "worker/trainer.h"
 #include "worker/trial_config.h"
 
@@ -179,9 +180,10 @@ class WorkerLoop::Impl {
       return;
     }
     auto keep_going = [&] { return !lease.stop && !lease.lost && !stopping_; };
+    ReportStream reports(stub_.get());  // This lease's reports and heartbeats; closed when it ends.
     TrialHooks hooks;
     hooks.between_batches = [&] {
-      if (keep_going() && Clock::now() >= lease.next_report) Report(name, &lease, /*heartbeat=*/true);
+      if (keep_going() && Clock::now() >= lease.next_report) Report(name, &lease, &reports, /*heartbeat=*/true);
       return keep_going();
     };
     hooks.on_epoch = [&](int epoch, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats) {
@@ -189,11 +191,12 @@ class WorkerLoop::Impl {
       lease.last_metrics = metrics;
       lease.last_stats = stats;
       // While the coordinator is unreachable, short epochs do not each try (and log) a report.
-      if (!lease.failing || Clock::now() >= lease.next_report) Report(name, &lease, /*heartbeat=*/false);
+      if (!lease.failing || Clock::now() >= lease.next_report) Report(name, &lease, &reports, /*heartbeat=*/false);
       return keep_going();
     };
     TrialResult result;
     Status st = RunTrial(config, TrainOptions{options_.threads_per_trial, options_.cache}, hooks, &result);
+    reports.Close(options_.rpc_timeout_seconds);
 
     if (lease.lost) {
       Log("{}: trial {}: lease lost; dropping it", name, lease.trial_id);
@@ -216,16 +219,14 @@ class WorkerLoop::Impl {
 
   // Progress report after an epoch, or a heartbeat between batches (no metrics: the coordinator
   // records nothing for it); either renews the lease and reads the directive.
-  void Report(const std::string& name, Lease* lease, bool heartbeat) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineIn(options_.rpc_timeout_seconds));
+  void Report(const std::string& name, Lease* lease, ReportStream* reports, bool heartbeat) {
     pb::ReportProgressRequest req;
     req.set_lease_token(lease->token);
     req.set_step(lease->step);
     if (!heartbeat) FillMetrics(lease->last_metrics, req.mutable_metrics());
     if (!heartbeat && !lease->last_stats.empty()) FillStats(lease->last_stats, req.mutable_expert_stats());
     pb::ReportProgressResponse resp;
-    grpc::Status st = stub_->ReportProgress(&ctx, req, &resp);
+    grpc::Status st = reports->Send(req, &resp, options_.rpc_timeout_seconds);
     if (st.ok()) {
       if (lease->failing) Log("{}: trial {}: reporting again", name, lease->trial_id);
       lease->failing = false;

@@ -2,7 +2,8 @@
 //
 // Each slot is a thread: AcquireTrial (long poll) -> RunTrial -> CompleteTrial. Progress is
 // reported after every epoch, and a heartbeat report is sent from the training loop whenever
-// lease_seconds / 3 passed without one, so the lease never lapses. A STOP directive ends the trial
+// lease_seconds / 3 passed without one, so the lease never lapses. A lease's reports go over one
+// ReportProgressStream (report_stream.h). A STOP directive ends the trial
 // before its next batch (completed as FAILED, "stopped by the coordinator"); FAILED_PRECONDITION
 // on a report means the lease is gone and the trial is dropped without CompleteTrial. Errors
 // talking to the coordinator (it restarts, the network blips) are retried with exponential
@@ -27,7 +28,7 @@ struct WorkerOptions {
   int slots = 1;
   int threads_per_trial = 1;
   double acquire_wait_seconds = 10;  // Long-poll length; the RPC deadline is this + 5 s.
-  double rpc_timeout_seconds = 10;   // Deadline of ReportProgress / CompleteTrial.
+  double rpc_timeout_seconds = 10;   // Deadline of each progress report and CompleteTrial.
   double backoff_initial_seconds = 0.5;
   double backoff_max_seconds = 30;
   double release_timeout_seconds = 5;  // How long Shutdown waits to hand a trial back.

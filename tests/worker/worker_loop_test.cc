@@ -75,6 +75,28 @@ class FakeCoordinator final : public pb::WorkerService::Service {
 
   grpc::Status ReportProgress(grpc::ServerContext*, const pb::ReportProgressRequest* req,
                               pb::ReportProgressResponse* resp) override {
+    return HandleReport(*req, resp);
+  }
+
+  // The stream answers each report as the unary call would, and ends with the first error.
+  grpc::Status ReportProgressStream(
+      grpc::ServerContext*, grpc::ServerReaderWriter<pb::ReportProgressResponse, pb::ReportProgressRequest>* stream) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++streams_;
+    }
+    pb::ReportProgressRequest req;
+    while (stream->Read(&req)) {
+      pb::ReportProgressResponse resp;
+      grpc::Status s = HandleReport(req, &resp);
+      if (!s.ok()) return s;
+      if (!stream->Write(resp)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status HandleReport(const pb::ReportProgressRequest& request, pb::ReportProgressResponse* resp) {
+    const pb::ReportProgressRequest* req = &request;
     std::lock_guard<std::mutex> lock(mu_);
     reports_.push_back({req->lease_token(), req->step(), {req->metrics().begin(), req->metrics().end()},
                         req->expert_stats().layers_size(), Clock::now()});
@@ -120,6 +142,10 @@ class FakeCoordinator final : public pb::WorkerService::Service {
     std::lock_guard<std::mutex> lock(mu_);
     return acquires_;
   }
+  int streams() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return streams_;
+  }
   std::vector<std::string> workers() {
     std::lock_guard<std::mutex> lock(mu_);
     return workers_;
@@ -133,6 +159,7 @@ class FakeCoordinator final : public pb::WorkerService::Service {
   std::deque<std::string> queue_;
   int64_t next_id_ = 0;
   int acquires_ = 0;
+  int streams_ = 0;  // ReportProgressStream calls opened.
   Clock::time_point acquired_at_;
   std::vector<std::string> workers_;
   std::vector<Report> reports_;
@@ -201,6 +228,21 @@ TEST_F(WorkerLoopTest, CompletesTrialWithEpochReportsAndFinalMetrics) {
   EXPECT_EQ(reports[1].metrics.at("epoch"), 2);
   EXPECT_EQ(reports[1].expert_layers, 1);
   EXPECT_EQ(fake_.workers()[0], "test/slot-0");
+  EXPECT_EQ(fake_.streams(), 1);  // Both reports over one ReportProgressStream.
+}
+
+TEST_F(WorkerLoopTest, AReportStreamEndedByAnErrorIsReopenedForTheNextReport) {
+  fake_.unavailable_reports = 1;
+  fake_.lease_seconds = 0.5;  // Retry the report 0.05 s after the failure.
+  fake_.AddTrial(R"({"train_size": 128, "val_size": 32, "input_dim": 4, "num_classes": 3, "d_model": 8,
+      "expert_hidden_dim": 8, "expert_layers": 1, "num_experts": 2, "epochs": 400, "batch_size": 128})");
+  Start();
+  ASSERT_TRUE(fake_.WaitFor([&] { return fake_.completed_unlocked() >= 1; }));
+  EXPECT_EQ(fake_.completions()[0].outcome, pb::CompleteTrialRequest::SUCCEEDED);
+  EXPECT_EQ(fake_.streams(), 2);
+  auto reports = fake_.reports();
+  ASSERT_GE(reports.size(), 3u);
+  EXPECT_EQ(reports.back().step, 400);  // The last epoch's report went through the second stream.
 }
 
 TEST_F(WorkerLoopTest, StopDirectiveEndsTrialPromptly) {
