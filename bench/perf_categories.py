@@ -13,20 +13,18 @@ import sys
 
 # (activity, any of these substrings in a frame of the stack)
 RULES = [
-    ("watch stream: writes (StartWrite/OnWriteDone, one event a message)",
-     ("WatchReactor::OnWriteDone", "StreamSink::Push", "StreamSink::OnWriteDone")),
+    ("watch stream: writes (one event a message)",
+     ("WatchCall", "WatchCallSink")),
     ("replay of stored events (ReplayPage)", ("ReplayPage", "ReadEvents")),
-    ("unary replies: reactor->Finish on the engine thread", ("Finisher(",)),
+    ("answers: Finish / Write after COMMIT (the coordinator's Done)", ("Held",)),
     ("SQLite: WAL checkpoint (incl. fsync)", ("sqlite3WalCheckpoint", "sqlite3_wal_checkpoint")),
     ("SQLite: COMMIT (WAL frame writes)", ("SweepStore::Commit",)),
     ("SQLite: BEGIN", ("SweepStore::Begin",)),
     ("engine: ReportProgress (INSERT metrics + event)", ("SweepEngine::Report",)),
     ("engine: CompleteTrial", ("SweepEngine::Complete",)),
     ("engine: AcquireTrial", ("SweepEngine::Acquire",)),
+    ("requests: polling the completion queue (epoll, read, parse, handlers)", ("Endpoint::Poll",)),
     ("engine: other (batch loop, publish bookkeeping)", ("Coordinator::RunBatch", "Coordinator::Loop")),
-    ("gRPC: request intake (read, parse, handler, Enqueue)",
-     ("CallbackUnaryHandler", "CallbackCallTag", "grpc_chttp2_perform_read", "tcp_do_read", "recvmsg",
-      "Coordinator::Enqueue")),
     ("gRPC: polling / wake-ups / timers", ("grpc_pollset_work", "epoll_wait", "timer", "gpr_cv_wait",
                                           "futex")),
 ]
@@ -51,10 +49,8 @@ def main():
         thread = comm
         if "Coordinator::Loop" in stack:
             thread = "engine thread (Coordinator::Loop)"
-        elif "ResponderLoop" in stack:
-            thread = "responder thread"
-        elif "CheckpointLoop" in stack:
-            thread = "checkpointer thread"
+        elif "WalCheckpointer" in stack:
+            thread = "WAL checkpointer thread"
         by_thread[thread] += 1
         for name, needles in RULES:
             if any(n in stack for n in needles):
