@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 
 #include "worker/param_cache.h"
+#include "worker/param_diversity.h"
 
 namespace moesweep::worker {
 namespace {
@@ -69,19 +70,6 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
 double AdamWKernel(float* __restrict w, float* __restrict m, float* __restrict v, const float* __restrict g,
                    int64_t n, const AdamWConstants k) {
   return g == nullptr ? UpdateChunk<false>(w, m, v, g, n, k) : UpdateChunk<true>(w, m, v, g, n, k);
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-double SumSquares(const float* __restrict g, int64_t n) {
-  double lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int i = 0; i < kLanes; ++i) lanes[i] += static_cast<double>(g[j + i]) * g[j + i];
-  }
-  double acc = 0;
-  for (; j < n; ++j) acc += static_cast<double>(g[j]) * g[j];
-  for (int i = 0; i < kLanes; ++i) acc += lanes[i];
-  return acc;
 }
 
 }  // namespace

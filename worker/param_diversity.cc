@@ -19,19 +19,6 @@ constexpr double kEps = 1e-12;  // as the other cosine losses (losses.cc)
 constexpr int kLanes = 16;
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
-double DiversityNormKernel(const float* __restrict x, int64_t n) {
-  double lanes[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    for (int i = 0; i < kLanes; ++i) lanes[i] += static_cast<double>(x[j + i]) * x[j + i];
-  }
-  double acc = 0;
-  for (; j < n; ++j) acc += static_cast<double>(x[j]) * x[j];
-  for (int i = 0; i < kLanes; ++i) acc += lanes[i];
-  return acc;
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
 double DiversityDotKernel(const float* __restrict x, const float* __restrict y, int64_t n) {
   double lanes[kLanes] = {};
   int64_t j = 0;
@@ -112,6 +99,9 @@ double DiversityGradKernel(float* __restrict g, const float* __restrict w, const
 
 }  // namespace
 
+// Only reads, so x may be passed twice to the restrict-qualified kernel.
+double SumSquares(const float* x, int64_t n) { return DiversityDotKernel(x, x, n); }
+
 DiversityForward ComputeDiversityForward(at::TensorList stacked) {
   const int64_t e = stacked.at(0).size(0);
   TORCH_CHECK(e >= 2, "parameter diversity: needs at least 2 experts");
@@ -132,7 +122,7 @@ DiversityForward ComputeDiversityForward(at::TensorList stacked) {
       continue;
     }
     at::parallel_for(0, e, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) sq[i] += DiversityNormKernel(data[t] + i * per[t], per[t]);
+      for (int64_t i = begin; i < end; ++i) sq[i] += SumSquares(data[t] + i * per[t], per[t]);
     });
   }
   DiversityForward f;
@@ -159,7 +149,7 @@ DiversityForward ComputeDiversityForward(at::TensorList stacked) {
         for (int64_t i = grouped; i < e; ++i) DiversitySumKernel(s_p + j, x + i * n, f.inv[i], len, i == 0);
       }
     });
-    total += DiversityNormKernel(s_p, n);
+    total += SumSquares(s_p, n);
     f.s.push_back(std::move(s));
   }
   f.loss = (total - static_cast<double>(e)) / static_cast<double>(e * (e - 1));

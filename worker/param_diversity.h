@@ -34,6 +34,10 @@ DiversityForward ComputeDiversityForward(at::TensorList stacked);
 // s . x over n floats, summed in double.
 double DiversityDot(const float* s, const float* x, int64_t n);
 
+// The sum of x[i]^2 over n floats, in double, in 16 fixed lanes: the same result whatever the
+// vector width. The parameter norms here and the gradient norm (optimizer.cc) both use it.
+double SumSquares(const float* x, int64_t n);
+
 // (a_e, b_e) of one expert from the upstream gradient of the loss, the number of experts, inv_e and
 // c_e = s . theta_e.
 void DiversityCoefficients(double upstream, int64_t experts, float inv, double c, float* a, float* b);
