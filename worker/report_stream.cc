@@ -23,6 +23,11 @@ ReportStream::~ReportStream() {
 
 grpc::Status ReportStream::Send(const v1::ReportProgressRequest& request, v1::ReportProgressResponse* response,
                                 double timeout_seconds) {
+  if (unary_) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(DeadlineIn(timeout_seconds));
+    return stub_->ReportProgress(&ctx, request, response);
+  }
   const auto deadline = DeadlineIn(timeout_seconds);
   if (!stream_) {
     ctx_ = std::make_unique<grpc::ClientContext>();
@@ -45,6 +50,10 @@ grpc::Status ReportStream::Send(const v1::ReportProgressRequest& request, v1::Re
                         fmt::format("no answer to a progress report within {} s", timeout_seconds));
   }
   if (status.ok()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator ended the report stream");
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    unary_ = true;  // A coordinator from before ReportProgressStream: report the unary way.
+    return Send(request, response, timeout_seconds);
+  }
   return status;
 }
 

@@ -1,6 +1,7 @@
 // ReportStream: a slot's ReportProgress calls over one ReportProgressStream, which costs the
 // coordinator a fraction of a unary call per report. Each Send still has its own deadline, like a
-// unary call: a coordinator that does not answer in time gets the stream cancelled.
+// unary call: a coordinator that does not answer in time gets the stream cancelled. A coordinator
+// without the stream (UNIMPLEMENTED) gets unary ReportProgress calls instead.
 #ifndef MOESWEEP_WORKER_REPORT_STREAM_H_
 #define MOESWEEP_WORKER_REPORT_STREAM_H_
 
@@ -41,6 +42,7 @@ class ReportStream {
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::ReportProgressRequest, v1::ReportProgressResponse>> stream_;
   int pending_ = 0;  // Operations started and not yet collected (all use `this` as their tag).
+  bool unary_ = false;  // The coordinator has no ReportProgressStream.
 };
 
 }  // namespace moesweep::worker

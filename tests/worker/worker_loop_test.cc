@@ -48,6 +48,7 @@ class FakeCoordinator final : public pb::WorkerService::Service {
   std::string lost_lease;           // ReportProgress for this token -> FAILED_PRECONDITION.
   int unavailable_acquires = 0;     // The first N AcquireTrial calls fail with UNAVAILABLE.
   int unavailable_reports = 0;      // The first N ReportProgress calls fail with UNAVAILABLE.
+  bool no_report_stream = false;    // Serve ReportProgressStream as an older coordinator would not.
 
   grpc::Status AcquireTrial(grpc::ServerContext* ctx, const pb::AcquireTrialRequest* req,
                             pb::AcquireTrialResponse* resp) override {
@@ -84,6 +85,7 @@ class FakeCoordinator final : public pb::WorkerService::Service {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++streams_;
+      if (no_report_stream) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "unknown method");
     }
     pb::ReportProgressRequest req;
     while (stream->Read(&req)) {
@@ -229,6 +231,18 @@ TEST_F(WorkerLoopTest, CompletesTrialWithEpochReportsAndFinalMetrics) {
   EXPECT_EQ(reports[1].expert_layers, 1);
   EXPECT_EQ(fake_.workers()[0], "test/slot-0");
   EXPECT_EQ(fake_.streams(), 1);  // Both reports over one ReportProgressStream.
+}
+
+TEST_F(WorkerLoopTest, ACoordinatorWithoutTheReportStreamGetsUnaryReports) {
+  fake_.no_report_stream = true;
+  fake_.AddTrial(kQuick);
+  Start();
+  ASSERT_TRUE(fake_.WaitFor([&] { return fake_.completed_unlocked() >= 1; }));
+  EXPECT_EQ(fake_.completions()[0].outcome, pb::CompleteTrialRequest::SUCCEEDED);
+  auto reports = fake_.reports();
+  ASSERT_EQ(reports.size(), 2u);  // Both epochs, through ReportProgress.
+  EXPECT_EQ(reports[1].step, 2);
+  EXPECT_EQ(fake_.streams(), 1);  // Tried once per lease.
 }
 
 TEST_F(WorkerLoopTest, AReportStreamEndedByAnErrorIsReopenedForTheNextReport) {
