@@ -148,4 +148,23 @@ Status BuildModel(const TrialConfig& config, const InputShape& shape, TrialRng* 
   return Status::Ok();
 }
 
+at::Tensor AuxLoss(const ModelImpl& model, const TrialConfig& c) {
+  at::Tensor total;
+  auto add = [&](const at::Tensor& t, double w) {
+    if (!t.defined() || w == 0) return;
+    at::Tensor term = t * w;
+    total = total.defined() ? total + term : term;
+  };
+  for (MoELayer layer : model.moe_layers()) {
+    const MoEAux& a = layer->aux();
+    add(a.balance, c.balance_loss_weight);
+    add(a.entropy, c.sparsity_loss_weight);
+    add(a.z_loss, c.z_loss_weight);
+    add(a.param_similarity, c.diversity_loss_weight);
+    add(a.output_similarity, c.output_diversity_weight);
+    add(a.js_divergence, -c.js_divergence_weight);
+  }
+  return total;
+}
+
 }  // namespace moesweep::worker

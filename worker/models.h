@@ -49,6 +49,10 @@ Status BuildModel(const TrialConfig& config, const InputShape& shape, TrialRng* 
 // MoE layer options from a config (aux losses enabled where their weight is non-zero).
 MoELayerOptions MoEOptionsFromConfig(const TrialConfig& config);
 
+// The sum over MoE layers of the auxiliary losses of the last forward, each weighted as the config
+// says; undefined when none is on. The trainer adds it to the task loss.
+at::Tensor AuxLoss(const ModelImpl& model, const TrialConfig& c);
+
 }  // namespace moesweep::worker
 
 #endif  // MOESWEEP_WORKER_MODELS_H_

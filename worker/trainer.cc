@@ -80,26 +80,6 @@ EvalResult Evaluate(ModelImpl& model, const Dataset& data, bool full) {
   return r;
 }
 
-// Sum over MoE layers of the weighted auxiliary losses of the last forward.
-at::Tensor AuxLoss(const ModelImpl& model, const TrialConfig& c) {
-  at::Tensor total;
-  auto add = [&](const at::Tensor& t, double w) {
-    if (!t.defined() || w == 0) return;
-    at::Tensor term = t * w;
-    total = total.defined() ? total + term : term;
-  };
-  for (MoELayer layer : model.moe_layers()) {
-    const MoEAux& a = layer->aux();
-    add(a.balance, c.balance_loss_weight);
-    add(a.entropy, c.sparsity_loss_weight);
-    add(a.z_loss, c.z_loss_weight);
-    add(a.param_similarity, c.diversity_loss_weight);
-    add(a.output_similarity, c.output_diversity_weight);
-    add(a.js_divergence, -c.js_divergence_weight);
-  }
-  return total;
-}
-
 Status CheckData(const Dataset& d) {
   if (d.train_x.size(0) == 0) return Status::InvalidArgument("bad data: no training samples");
   if (d.val_x.size(0) == 0) return Status::InvalidArgument("bad data: no validation samples");

@@ -196,21 +196,7 @@ int main(int argc, char** argv) {
       t0 = Clock::now();
       mw::ModelOutput out = model->forward(x);
       at::Tensor loss = at::cross_entropy_loss(out.logits, y, {}, at::Reduction::Mean, -100, c.label_smoothing);
-      at::Tensor aux;  // AuxLoss of trainer.cc, summed in the same order
-      auto add = [&](const at::Tensor& term, double w) {
-        if (!term.defined() || w == 0) return;
-        at::Tensor weighted = term * w;
-        aux = aux.defined() ? aux + weighted : weighted;
-      };
-      for (const mw::MoELayer& layer : model->moe_layers()) {
-        const mw::MoEAux& a = layer->aux();
-        add(a.balance, c.balance_loss_weight);
-        add(a.entropy, c.sparsity_loss_weight);
-        add(a.z_loss, c.z_loss_weight);
-        add(a.param_similarity, c.diversity_loss_weight);
-        add(a.output_similarity, c.output_diversity_weight);
-        add(a.js_divergence, -c.js_divergence_weight);
-      }
+      at::Tensor aux = mw::AuxLoss(*model, c);  // As the trainer adds it.
       if (aux.defined()) loss = loss + aux;
       const double loss_value = loss.item<double>();
       t[1] += Since(t0);
