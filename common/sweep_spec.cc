@@ -1,9 +1,11 @@
 #include "common/sweep_spec.h"
 
+#include <cctype>
 #include <set>
 
 #include <fmt/format.h>
 
+#include "common/command_template.h"
 #include "common/trial_schema.h"
 
 namespace moesweep {
@@ -19,11 +21,14 @@ class SpecChecker {
       Error("", fmt::format("the spec must be a JSON object, got {}", JsonTypeName(root)));
       return;
     }
-    static const std::set<std::string> kKeys = {"name",  "objective", "seeds",        "base",
-                                                "stages", "baseline", "max_attempts", "lease_seconds"};
+    static const std::set<std::string> kKeys = {"name",     "objective",    "seeds",         "base",   "stages",
+                                                "baseline", "max_attempts", "lease_seconds", "trainer"};
     for (auto it = root.begin(); it != root.end(); ++it) {
       if (!kKeys.count(it.key())) UnknownKey("", it.key(), kKeys);
     }
+    // First: the trainer decides which keys and metrics exist.
+    if (auto it = root.find("trainer"); it != root.end()) CheckTrainerSpec(*it, "trainer", &spec->trainer, &errors);
+    command_trainer_ = spec->trainer.is_command();
     CheckName(root, spec);
     CheckObjective(root, spec);
     CheckSeeds(root, spec);
@@ -44,6 +49,7 @@ class SpecChecker {
       }
     }
     CheckStages(root, spec);
+    if (spec->trainer.is_command()) CheckCommandUsesConfig(root, *spec);
     spec->max_attempts = static_cast<int>(Integer(root, "max_attempts", 3, 1, 100));
     if (auto it = root.find("lease_seconds"); it != root.end()) {
       if (!it->is_number() || it->get<double>() < 1 || it->get<double>() > 86400) {
@@ -95,7 +101,8 @@ class SpecChecker {
     } else {
       spec->metric = metric->get<std::string>();
       const auto& known = KnownMetrics();
-      if (std::find(known.begin(), known.end(), spec->metric) == known.end()) {
+      // A command trainer's metrics are its own: nothing to check them against.
+      if (!spec->trainer.is_command() && std::find(known.begin(), known.end(), spec->metric) == known.end()) {
         std::string s = SuggestMetric(spec->metric);
         Error("objective.metric",
               s.empty() ? fmt::format("unknown metric \"{}\" (known: {})", spec->metric, fmt::join(known, ", "))
@@ -135,7 +142,7 @@ class SpecChecker {
   }
 
   void CheckConfig(const Json& config, const std::string& path) {
-    CheckTrialConfig(config, path, &errors);
+    if (!command_trainer_) CheckTrialConfig(config, path, &errors);
     if (config.contains("seed")) Error(JoinPath(path, "seed"), "set by the sweep's \"seeds\", not here");
   }
 
@@ -184,15 +191,15 @@ class SpecChecker {
         Error(axis_path, "seeds are set by the sweep's \"seeds\", not by a grid");
         continue;
       }
-      const ConfigKey* key = FindConfigKey(axis.key());
-      if (key == nullptr) {
+      const ConfigKey* key = command_trainer_ ? nullptr : FindConfigKey(axis.key());
+      if (key == nullptr && !command_trainer_) {
         std::string s = SuggestConfigKey(axis.key());
         Error(axis_path, s.empty() ? "unknown trial config key" : fmt::format("unknown trial config key (did you mean \"{}\"?)", s));
         continue;
       }
       const Json& values = axis.value();
       if (!values.is_array() || values.empty()) {
-        Error(axis_path, fmt::format("expected a non-empty array of {}", TypeWord(key->type)));
+        Error(axis_path, fmt::format("expected a non-empty array of {}", key ? TypeWord(key->type) : "values"));
         continue;
       }
       bool ok = true;
@@ -204,7 +211,7 @@ class SpecChecker {
           ok = false;
           continue;
         }
-        Status s = CheckConfigValue(*key, value, value_path);
+        Status s = key ? CheckConfigValue(*key, value, value_path) : Status::Ok();
         if (!s.ok()) {
           errors.push_back(s.message());
           ok = false;
@@ -217,6 +224,56 @@ class SpecChecker {
         }
       }
       if (ok) stage->axes.emplace_back(axis.key(), std::vector<Json>(values.begin(), values.end()));
+    }
+  }
+
+  // A command trainer's keys are free-form, so typos are caught by how the command uses them: every
+  // {KEY} must have a value in every trial, and when the command does not pass the whole config
+  // ({args}, {overrides}, {config_file}), every key must be named by some {KEY}.
+  void CheckCommandUsesConfig(const Json& root, const SweepSpec& spec) {
+    CommandUsage usage;
+    Status s = AnalyzeCommand(spec.trainer.command, "trainer.command", &usage);
+    if (!s.ok()) return;  // CheckTrainerSpec reported it.
+    std::set<std::string> known;  // Keys with a value so far: base, then each stage's grid.
+    for (auto it = spec.base.begin(); it != spec.base.end(); ++it) known.insert(it.key());
+    auto missing_in = [&](const std::set<std::string>& have, const std::string& where) {
+      for (const std::string& key : usage.keys) {
+        if (have.count(key)) continue;
+        Error("trainer.command", fmt::format("placeholder {{{}}} has no value in {} (it is in neither base nor the grid "
+                                             "of that or an earlier stage)",
+                                             key, where));
+      }
+    };
+    if (spec.baseline) {
+      std::set<std::string> have = known;
+      for (auto it = spec.baseline->begin(); it != spec.baseline->end(); ++it) have.insert(it.key());
+      missing_in(have, "the baseline");
+    }
+    for (size_t i = 0; i < spec.stages.size(); ++i) {
+      for (const auto& axis : spec.stages[i].axes) known.insert(axis.first);
+      missing_in(known, fmt::format("stage {} \"{}\"", i + 1, spec.stages[i].name));
+    }
+    if (usage.passes_whole_config) return;
+    auto unused = [&](const Json& object, const std::string& path) {
+      if (!object.is_object()) return;
+      for (auto it = object.begin(); it != object.end(); ++it) {
+        if (usage.keys.count(it.key())) continue;
+        std::string best;
+        size_t best_d = 3;
+        for (const std::string& k : usage.keys) {
+          if (size_t d = EditDistance(it.key(), k); d < best_d) best_d = d, best = k;
+        }
+        Error(JoinPath(path, it.key()),
+              best.empty() ? "not used by trainer.command (name it as a {KEY} placeholder, or pass the whole config "
+                             "with {args}, {overrides} or {config_file})"
+                           : fmt::format("not used by trainer.command (did you mean {{{}}}?)", best));
+      }
+    };
+    unused(spec.base, "base");
+    if (spec.baseline) unused(*spec.baseline, "baseline");
+    const Json& stages = root["stages"];
+    for (size_t i = 0; i < stages.size(); ++i) {
+      if (stages[i].is_object() && stages[i].contains("grid")) unused(stages[i]["grid"], JoinPath(IndexPath("stages", i), "grid"));
     }
   }
 
@@ -241,9 +298,112 @@ class SpecChecker {
   }
 
   const SpecLimits& limits_;
+  bool command_trainer_ = false;
 };
 
 }  // namespace
+
+void CheckTrainerSpec(const Json& trainer, const std::string& path, TrainerSpec* out, std::vector<std::string>* errors) {
+  auto error = [&](const std::string& key, const std::string& what) {
+    errors->push_back(fmt::format("{}: {}", key.empty() ? path : JoinPath(path, key), what));
+  };
+  if (!trainer.is_object()) {
+    return error("", fmt::format("expected an object such as {{\"command\": [\"python3\", \"train.py\", \"{{args}}\"]}}, got {}",
+                                 JsonTypeName(trainer)));
+  }
+  static const std::set<std::string> kKeys = {"kind", "command", "workdir", "env", "timeout_seconds", "gpus"};
+  for (auto it = trainer.begin(); it != trainer.end(); ++it) {
+    if (kKeys.count(it.key())) continue;
+    std::string best;
+    for (const std::string& k : kKeys) {
+      if (EditDistance(it.key(), k) < 3) best = k;
+    }
+    error(it.key(), best.empty() ? fmt::format("unknown key (known: {})", fmt::join(kKeys, ", "))
+                                 : fmt::format("unknown key (did you mean \"{}\"?)", best));
+  }
+  std::string kind = trainer.contains("command") ? TrainerSpec::kCommand : TrainerSpec::kBuiltin;
+  if (auto it = trainer.find("kind"); it != trainer.end()) {
+    if (*it == TrainerSpec::kBuiltin || *it == TrainerSpec::kCommand) {
+      kind = it->get<std::string>();
+    } else {
+      error("kind", fmt::format("expected \"builtin\" or \"command\", got {}", it->dump()));
+    }
+  }
+  out->kind = kind;
+  if (kind == TrainerSpec::kBuiltin) {
+    for (const char* key : {"command", "workdir", "env", "timeout_seconds", "gpus"}) {
+      if (trainer.contains(key)) error(key, "only for a command trainer (\"kind\": \"command\")");
+    }
+    return;
+  }
+  auto command = trainer.find("command");
+  if (command == trainer.end() || !command->is_array() || command->empty()) {
+    error("command", "required: a non-empty array of strings, the program and its arguments (no shell)");
+  } else {
+    for (size_t i = 0; i < command->size(); ++i) {
+      const Json& arg = (*command)[i];
+      if (!arg.is_string()) {
+        error(IndexPath("command", i), fmt::format("expected a string, got {}", JsonTypeName(arg)));
+        continue;
+      }
+      out->command.push_back(arg.get<std::string>());
+    }
+    if (!out->command.empty() && out->command[0].empty()) error("command[0]", "the program must not be empty");
+    CommandUsage usage;
+    if (Status s = AnalyzeCommand(out->command, JoinPath(path, "command"), &usage); !s.ok()) {
+      errors->push_back(s.message());
+    }
+  }
+  if (auto it = trainer.find("workdir"); it != trainer.end()) {
+    if (it->is_string()) {
+      out->workdir = it->get<std::string>();
+    } else {
+      error("workdir", fmt::format("expected a string (a folder on the worker), got {}", JsonTypeName(*it)));
+    }
+  }
+  if (auto it = trainer.find("env"); it != trainer.end()) {
+    if (!it->is_object()) {
+      error("env", fmt::format("expected an object of NAME: \"value\" strings, got {}", JsonTypeName(*it)));
+    } else {
+      for (auto e = it->begin(); e != it->end(); ++e) {
+        const std::string& name = e.key();
+        bool valid = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0]));
+        for (char c : name) valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+        if (!valid) {
+          error(JoinPath("env", name), "not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+        } else if (name.rfind("MOESWEEP_", 0) == 0 || name == "CUDA_VISIBLE_DEVICES") {
+          error(JoinPath("env", name), "set by the worker for each trial; it cannot be overridden");
+        } else if (!e->is_string()) {
+          error(JoinPath("env", name), fmt::format("expected a string, got {}", JsonTypeName(*e)));
+        } else {
+          out->env.emplace_back(name, e->get<std::string>());
+        }
+      }
+    }
+  }
+  if (auto it = trainer.find("timeout_seconds"); it != trainer.end()) {
+    if (!it->is_number() || !(it->get<double>() >= 0) || it->get<double>() > 30 * 86400) {
+      error("timeout_seconds", fmt::format("expected seconds in [0, 2592000] (0 = no limit), got {}", it->dump()));
+    } else {
+      out->timeout_seconds = it->get<double>();
+    }
+  }
+  if (auto it = trainer.find("gpus"); it != trainer.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > 64) {
+      error("gpus", fmt::format("expected an integer in [0, 64] (GPUs per trial), got {}", it->dump()));
+    } else {
+      out->gpus = static_cast<int>(it->get<int64_t>());
+    }
+  }
+}
+
+Json TrainerSpec::ToJson() const {
+  if (!is_command()) return {{"kind", kBuiltin}};
+  Json env_json = Json::object();
+  for (const auto& [name, value] : env) env_json[name] = value;
+  return {{"kind", kCommand}, {"command", command},   {"workdir", workdir}, {"env", env_json},
+          {"timeout_seconds", timeout_seconds}, {"gpus", gpus}};
+}
 
 size_t StageSpec::NumPoints() const {
   if (axes.empty()) return 0;
@@ -271,6 +431,8 @@ Json SweepSpec::ToJson() const {
   j["seeds"] = seeds;
   j["base"] = base;
   if (baseline) j["baseline"] = *baseline;
+  // Left out for built-in sweeps, so their stored specs read as before.
+  if (trainer.is_command()) j["trainer"] = trainer.ToJson();
   Json stages_json = Json::array();
   for (const StageSpec& s : stages) {
     Json grid = Json::object();

@@ -26,6 +26,28 @@ struct StageSpec {
   Json Point(size_t index) const;
 };
 
+// How trials run. "builtin": the worker's LibTorch models, configs checked against the trial-config
+// schema. "command": the user's own program (see common/command_template.h and docs/trainers.md);
+// config keys and metric names are the program's own.
+struct TrainerSpec {
+  static constexpr const char* kBuiltin = "builtin";
+  static constexpr const char* kCommand = "command";
+
+  std::string kind = kBuiltin;
+  std::vector<std::string> command;                         // argv template (no shell).
+  std::string workdir;                                      // "" = the worker's working directory.
+  std::vector<std::pair<std::string, std::string>> env;     // Added to the worker's environment.
+  double timeout_seconds = 0;                               // 0 = no limit.
+  int gpus = 0;                                             // GPUs per trial.
+
+  bool is_command() const { return kind == kCommand; }
+  Json ToJson() const;
+};
+
+// Checks a "trainer" object's shape (not how the command uses the config: that needs the stages).
+// Appends one message per problem, each starting with its path under `path`.
+void CheckTrainerSpec(const Json& trainer, const std::string& path, TrainerSpec* out, std::vector<std::string>* errors);
+
 struct SweepSpec {
   std::string name;
   std::string metric;                 // objective.metric
@@ -33,6 +55,7 @@ struct SweepSpec {
   std::vector<int64_t> seeds;
   Json base = Json::object();         // Trial-config keys shared by every trial.
   std::optional<Json> baseline;       // Overrides of `base` run once per seed before stage 1.
+  TrainerSpec trainer;
   std::vector<StageSpec> stages;
   int max_attempts = 3;
   double lease_seconds = 60;
