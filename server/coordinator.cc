@@ -113,7 +113,7 @@ void Coordinator::AcquireTrial(const v1::AcquireTrialRequest& request, v1::Acqui
   auto shared_done = std::make_shared<Done>(std::move(done));
   Enqueue({true,
            [this, &request, response, deadline, cancelled = std::move(cancelled), shared_done]() -> std::optional<Status> {
-             Status s = engine_.Acquire(request.worker(), response);
+             Status s = engine_.Acquire(request, response);
              if (!s.ok() || response->has_trial() || deadline <= std::chrono::steady_clock::now()) return s;
              waiters_.push_back({&request, response, deadline, cancelled, *shared_done});
              return std::nullopt;
@@ -256,15 +256,21 @@ void Coordinator::RunBatch(std::vector<Command>& batch) {
 }
 
 void Coordinator::ServeWaiters(std::vector<std::pair<Done, Status>>* replies) {
-  while (!waiters_.empty() && engine_.HasPendingTrials()) {
-    Waiter w = std::move(waiters_.front());
-    waiters_.pop_front();
-    if (w.cancelled && w.cancelled()) {
-      replies->emplace_back(std::move(w.done), Status::Unavailable("the caller went away"));
+  // Waiters are served in arrival order; one that can run none of the pending trials (another
+  // trainer kind, too few GPUs) keeps waiting without holding up those behind it.
+  for (auto it = waiters_.begin(); it != waiters_.end() && engine_.HasPendingTrials();) {
+    if (it->cancelled && it->cancelled()) {
+      replies->emplace_back(std::move(it->done), Status::Unavailable("the caller went away"));
+      it = waiters_.erase(it);
       continue;
     }
-    Status s = engine_.Acquire(w.request->worker(), w.response);
-    replies->emplace_back(std::move(w.done), s);
+    Status s = engine_.Acquire(*it->request, it->response);
+    if (!s.ok() || it->response->has_trial()) {
+      replies->emplace_back(std::move(it->done), s);
+      it = waiters_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "common/command_template.h"
 #include "server/stage_planner.h"
 
 namespace moesweep {
@@ -180,10 +181,20 @@ double SweepEngine::NextLeaseDeadline() const {
   return next;
 }
 
-Status SweepEngine::Acquire(const std::string& worker, v1::AcquireTrialResponse* response) {
+// Whether a worker that offers `request` can run the trials of `trainer`.
+static bool CanRun(const v1::AcquireTrialRequest& request, const TrainerSpec& trainer) {
+  if (trainer.gpus > request.free_gpus()) return false;
+  if (request.trainer_kinds().empty()) return trainer.kind == TrainerSpec::kBuiltin;
+  return std::find(request.trainer_kinds().begin(), request.trainer_kinds().end(), trainer.kind) !=
+         request.trainer_kinds().end();
+}
+
+Status SweepEngine::Acquire(const v1::AcquireTrialRequest& request, v1::AcquireTrialResponse* response) {
+  const std::string& worker = request.worker();
   response->set_has_trial(false);
   for (auto& [sweep_id, sweep] : sweeps_) {
     if (sweep.state != v1::SWEEP_RUNNING || sweep.pending.empty()) continue;
+    if (!CanRun(request, sweep.spec.trainer)) continue;
     TrialState& t = trials_.at(sweep.pending.front());
     double now = clock_->Now();
     std::string token = NewToken();
@@ -211,6 +222,9 @@ Status SweepEngine::Acquire(const std::string& worker, v1::AcquireTrialResponse*
     response->set_config_json(t.config_json);
     response->set_sweep_id(sweep.id);
     response->set_stage(t.stage);
+    response->set_trainer_json(sweep.spec.trainer.ToJson().dump());
+    response->set_trial_name(TrialName(t.stage, t.point_index, t.seed));
+    response->set_objective_metric(sweep.spec.metric);
     return Status::Ok();
   }
   return Status::Ok();

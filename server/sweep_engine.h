@@ -37,8 +37,9 @@ class SweepEngine {
   // --- Writes (inside a store transaction) ---
   Status Submit(const std::string& spec_json, v1::SubmitSweepResponse* response);
   Status Cancel(int64_t sweep_id, v1::CancelSweepResponse* response);
-  // Leases the next trial (oldest sweep first, in stage order); has_trial=false when none waits.
-  Status Acquire(const std::string& worker, v1::AcquireTrialResponse* response);
+  // Leases the next trial the worker can run (oldest sweep first, in stage order; see the request's
+  // trainer_kinds and free_gpus); has_trial=false when none waits.
+  Status Acquire(const v1::AcquireTrialRequest& request, v1::AcquireTrialResponse* response);
   Status Report(const v1::ReportProgressRequest& request, v1::ReportProgressResponse* response);
   Status Complete(const v1::CompleteTrialRequest& request, v1::CompleteTrialResponse* response);
   // Leases not renewed in time go back to the queue, or fail after max_attempts.
