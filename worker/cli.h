@@ -1,7 +1,4 @@
-// Command line of moesweep-worker, and the `run` subcommand (one trial, locally).
-//
-//   moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]
-//   moesweep-worker run CONFIG.json [--threads T]
+// The `run` subcommand of moesweep-worker: one built-in trial, locally (flags: agent/flags.h).
 #ifndef MOESWEEP_WORKER_CLI_H_
 #define MOESWEEP_WORKER_CLI_H_
 
@@ -10,25 +7,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/agent/flags.h"
 #include "worker/trainer.h"
 
 namespace moesweep::worker {
-
-struct WorkerFlags {
-  bool help = false;
-  bool run = false;          // `run CONFIG.json`
-  std::string config_file;   // run
-  int threads = 1;           // run: --threads
-  std::string coordinator;   // serve
-  int slots = 0;             // serve: 0 = one per core (divided by threads_per_trial)
-  int threads_per_trial = 1;
-  std::string name;          // serve: "" = host name
-};
-
-// Parses argv[1..]; an unknown flag, a missing or malformed value is an error naming the flag.
-Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out);
-
-std::string WorkerUsage();
 
 // The final result as JSON: {"metrics": {...}, "expert_stats": [{"layer": 0, "usage": [...], ...}]}.
 std::string ResultToJson(const TrialResult& result);

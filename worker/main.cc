@@ -1,33 +1,55 @@
-// moesweep-worker: flags only; everything else lives in moesweep_worker_lib.
+// moesweep-worker: flags and signals only. The pull loop and the command trainer live in
+// moesweep_worker_agent (no LibTorch); the built-in trainer, when this build has it, in
+// moesweep_worker_lib.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "worker/agent/command_runner.h"
+#include "worker/agent/flags.h"
+#include "worker/agent/worker_loop.h"
+#ifdef MOESWEEP_WITH_BUILTIN
+#include "worker/builtin_runner.h"
 #include "worker/cli.h"
-#include "worker/worker_loop.h"
+#endif
 
 namespace mw = moesweep::worker;
+
+#ifdef MOESWEEP_WITH_BUILTIN
+constexpr bool kWithBuiltin = true;
+#else
+constexpr bool kWithBuiltin = false;
+#endif
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   mw::WorkerFlags flags;
   moesweep::Status s = mw::ParseWorkerFlags(args, &flags);
   if (!s.ok()) {
-    std::fprintf(stderr, "moesweep-worker: %s\n%s", s.message().c_str(), mw::WorkerUsage().c_str());
+    std::fprintf(stderr, "moesweep-worker: %s\n%s", s.message().c_str(), mw::WorkerUsage(kWithBuiltin).c_str());
     return 2;
   }
   if (flags.help) {
-    std::fputs(mw::WorkerUsage().c_str(), stdout);
+    std::fputs(mw::WorkerUsage(kWithBuiltin).c_str(), stdout);
     return 0;
   }
-  if (flags.run) return mw::RunLocalTrial(flags.config_file, flags.threads, std::cout, std::cerr);
+  if (flags.run) {
+#ifdef MOESWEEP_WITH_BUILTIN
+    return mw::RunLocalTrial(flags.config_file, flags.threads, std::cout, std::cerr);
+#else
+    std::fprintf(stderr, "moesweep-worker: `run` needs the built-in trainer, and this build has no LibTorch\n");
+    return 2;
+#endif
+  }
 
   // Signals are taken by one thread with sigwait, so Shutdown() runs in a normal context; block
   // them before any other thread starts so that every thread inherits the mask.
@@ -39,16 +61,40 @@ int main(int argc, char** argv) {
 
   mw::WorkerOptions options;
   const int cores = std::max(1u, std::thread::hardware_concurrency());
-  options.threads_per_trial = flags.threads_per_trial;
-  options.slots = flags.slots > 0 ? flags.slots : std::max(1, cores / flags.threads_per_trial);
+  options.gpus = flags.gpus;
+  if (flags.slots > 0) {
+    options.slots = flags.slots;
+  } else if (!flags.gpus.empty()) {
+    options.slots = static_cast<int>(flags.gpus.size());  // As many trials as GPUs allow.
+  } else {
+    options.slots = std::max(1, cores / flags.threads_per_trial);
+  }
   options.name = flags.name;
   if (options.name.empty()) {
     char host[256] = {0};
     options.name = gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0' ? host : "worker";
   }
+  std::vector<std::unique_ptr<mw::TrialRunner>> runners;
+#ifdef MOESWEEP_WITH_BUILTIN
+  runners.push_back(std::make_unique<mw::BuiltinRunner>(flags.threads_per_trial, nullptr));
+#endif
+  mw::CommandRunnerOptions command;
+  command.log_dir = flags.log_dir;
+  command.runs_dir = flags.runs_dir;
+  command.kill_grace_seconds = flags.kill_grace_seconds;
+  runners.push_back(std::make_unique<mw::CommandRunner>(command));
+  std::string kinds;
+  for (const auto& runner : runners) {
+    options.runners.push_back(runner.get());
+    kinds += (kinds.empty() ? "" : ", ") + runner->kind();
+  }
+
   mw::WorkerLoop loop(mw::MakeCoordinatorChannel(flags.coordinator), options);
-  std::fprintf(stderr, "moesweep-worker: %s: %d slot(s) x %d thread(s), coordinator %s\n", options.name.c_str(),
-               options.slots, options.threads_per_trial, flags.coordinator.c_str());
+  std::string gpus;
+  for (int g : flags.gpus) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+  std::fprintf(stderr, "moesweep-worker: %s: %d slot(s) x %d thread(s), trainers %s, GPUs %s, coordinator %s\n",
+               options.name.c_str(), options.slots, flags.threads_per_trial, kinds.c_str(),
+               gpus.empty() ? "none" : gpus.c_str(), flags.coordinator.c_str());
 
   std::thread([&loop, signals] {
     int sig = 0;

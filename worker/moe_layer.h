@@ -19,7 +19,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
-#include "worker/expert_stats.h"
+#include "worker/agent/expert_stats.h"
 #include "worker/linear.h"
 #include "worker/rng.h"
 

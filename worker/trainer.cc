@@ -283,14 +283,4 @@ Status RunTrial(const TrialConfig& config, const TrainOptions& options, const Tr
   }
 }
 
-bool FindMetric(const Metrics& metrics, const std::string& name, double* value) {
-  for (const auto& [k, v] : metrics) {
-    if (k == name) {
-      *value = v;
-      return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace moesweep::worker

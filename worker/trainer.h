@@ -10,15 +10,12 @@
 #include <vector>
 
 #include "common/status.h"
-#include "worker/expert_stats.h"
+#include "worker/agent/trial_runner.h"
 #include "worker/trial_config.h"
 
 namespace moesweep::worker {
 
 class DatasetCache;
-
-// Metric name -> value, in the order they were produced.
-using Metrics = std::vector<std::pair<std::string, double>>;
 
 struct TrialHooks {
   // After every epoch, with that epoch's metrics (epoch, train_loss, val_loss, val_accuracy, lr,
@@ -45,9 +42,6 @@ struct TrialResult {
 // holds whatever was measured before the failure.
 Status RunTrial(const TrialConfig& config, const TrainOptions& options, const TrialHooks& hooks,
                 TrialResult* result);
-
-// Looks up a metric by name; false if absent.
-bool FindMetric(const Metrics& metrics, const std::string& name, double* value);
 
 }  // namespace moesweep::worker
 

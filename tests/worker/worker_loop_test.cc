@@ -1,4 +1,4 @@
-#include "worker/worker_loop.h"
+#include "worker/agent/worker_loop.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "moesweep/v1/moesweep.grpc.pb.h"
+#include "worker/builtin_runner.h"
 
 namespace moesweep::worker {
 namespace {
@@ -182,6 +183,7 @@ class WorkerLoopTest : public ::testing::Test {
     o.backoff_initial_seconds = 0.02;
     o.backoff_max_seconds = 0.1;
     o.verbose = false;
+    o.runners = {&runner_};
     loop_ = std::make_unique<WorkerLoop>(server_->InProcessChannel(grpc::ChannelArguments()), o);
     thread_ = std::thread([this] { loop_->Run(); });
   }
@@ -201,6 +203,7 @@ class WorkerLoopTest : public ::testing::Test {
   void TearDown() override { Stop(); }
 
   FakeCoordinator fake_;
+  BuiltinRunner runner_{1, nullptr};
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<WorkerLoop> loop_;
   std::thread thread_;

@@ -1,4 +1,4 @@
-#include "worker/expert_stats.h"
+#include "worker/agent/expert_stats.h"
 
 #include <cmath>
 

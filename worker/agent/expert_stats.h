@@ -1,8 +1,8 @@
 // Router statistics of one MoE layer: running sums filled batch by batch during evaluation, and
 // the summary the proto's ExpertLayerStats carries. No LibTorch here, so the gRPC side and the
 // report printer need not include it.
-#ifndef MOESWEEP_WORKER_EXPERT_STATS_H_
-#define MOESWEEP_WORKER_EXPERT_STATS_H_
+#ifndef MOESWEEP_WORKER_AGENT_EXPERT_STATS_H_
+#define MOESWEEP_WORKER_AGENT_EXPERT_STATS_H_
 
 #include <cstdint>
 #include <vector>
@@ -36,4 +36,4 @@ struct RoutingStatsAccumulator {
 
 }  // namespace moesweep::worker
 
-#endif  // MOESWEEP_WORKER_EXPERT_STATS_H_
+#endif  // MOESWEEP_WORKER_AGENT_EXPERT_STATS_H_

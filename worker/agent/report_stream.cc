@@ -1,4 +1,4 @@
-#include "worker/report_stream.h"
+#include "worker/agent/report_stream.h"
 
 #include <fmt/format.h>
 

@@ -2,8 +2,8 @@
 // coordinator a fraction of a unary call per report. Each Send still has its own deadline, like a
 // unary call: a coordinator that does not answer in time gets the stream cancelled. A coordinator
 // without the stream (UNIMPLEMENTED) gets unary ReportProgress calls instead.
-#ifndef MOESWEEP_WORKER_REPORT_STREAM_H_
-#define MOESWEEP_WORKER_REPORT_STREAM_H_
+#ifndef MOESWEEP_WORKER_AGENT_REPORT_STREAM_H_
+#define MOESWEEP_WORKER_AGENT_REPORT_STREAM_H_
 
 #include <memory>
 
@@ -47,4 +47,4 @@ class ReportStream {
 
 }  // namespace moesweep::worker
 
-#endif  // MOESWEEP_WORKER_REPORT_STREAM_H_
+#endif  // MOESWEEP_WORKER_AGENT_REPORT_STREAM_H_

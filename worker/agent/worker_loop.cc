@@ -1,4 +1,4 @@
-#include "worker/worker_loop.h"
+#include "worker/agent/worker_loop.h"
 
 #include <algorithm>
 #include <atomic>
@@ -15,11 +15,11 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include "common/json.h"
+#include "common/sweep_spec.h"
 #include "moesweep/v1/moesweep.grpc.pb.h"
-#include "worker/datasets.h"
-#include "worker/report_stream.h"
-#include "worker/trainer.h"
-#include "worker/trial_config.h"
+#include "worker/agent/report_stream.h"
+#include "worker/agent/trial_runner.h"
 
 namespace moesweep::worker {
 namespace {
@@ -73,12 +73,7 @@ struct Lease {
 class WorkerLoop::Impl {
  public:
   Impl(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)
-      : stub_(pb::WorkerService::NewStub(channel)), options_(std::move(options)) {
-    if (options_.cache == nullptr) {
-      owned_cache_ = std::make_unique<DatasetCache>();
-      options_.cache = owned_cache_.get();
-    }
-  }
+      : stub_(pb::WorkerService::NewStub(channel)), options_(std::move(options)), free_gpus_(options_.gpus) {}
 
   void Run() {
     std::vector<std::thread> threads;
@@ -132,8 +127,19 @@ class WorkerLoop::Impl {
       pb::AcquireTrialRequest req;
       req.set_worker(name);
       req.set_wait_seconds(options_.acquire_wait_seconds);
+      for (TrialRunner* runner : options_.runners) req.add_trainer_kinds(runner->kind());
       pb::AcquireTrialResponse resp;
-      grpc::Status st = stub_->AcquireTrial(&ctx, req, &resp);
+      std::vector<int> gpus;
+      grpc::Status st;
+      {
+        // With GPUs to hand out, one slot at a time offers what is free, so two slots never lease
+        // trials for the same devices.
+        std::unique_lock<std::mutex> offer;
+        if (!options_.gpus.empty()) offer = std::unique_lock<std::mutex>(offer_mu_);
+        req.set_free_gpus(static_cast<int>(FreeGpuCount()));
+        st = stub_->AcquireTrial(&ctx, req, &resp);
+        if (st.ok() && resp.has_trial()) gpus = TakeGpus(TrialGpus(resp.trainer_json()));
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         acquiring_.erase(&ctx);
@@ -144,6 +150,7 @@ class WorkerLoop::Impl {
         lease.token = resp.lease_token();
         lease.trial_id = resp.trial_id();
         Complete(name, lease, pb::CompleteTrialRequest::RELEASED, {}, {}, "worker shutting down");
+        ReturnGpus(gpus);
         break;
       }
       if (stopping_) break;
@@ -160,42 +167,102 @@ class WorkerLoop::Impl {
       if (failing) Log("{}: coordinator reachable again", name);
       failing = false;
       backoff = options_.backoff_initial_seconds;
-      if (resp.has_trial()) RunLease(name, resp);
+      if (resp.has_trial()) RunLease(name, resp, gpus);
+      ReturnGpus(gpus);
     }
   }
 
-  void RunLease(const std::string& name, const pb::AcquireTrialResponse& resp) {
+  size_t FreeGpuCount() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return free_gpus_.size();
+  }
+
+  // GPUs per trial asked for by a trainer (0 for built-in trials and malformed text).
+  static int TrialGpus(const std::string& trainer_json) {
+    if (trainer_json.empty()) return 0;
+    Json trainer;
+    if (!ParseJson(trainer_json, &trainer).ok() || !trainer.is_object()) return 0;
+    auto it = trainer.find("gpus");
+    return it != trainer.end() && it->is_number_integer() ? it->get<int>() : 0;
+  }
+
+  std::vector<int> TakeGpus(int count) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<int> taken;
+    while (count-- > 0 && !free_gpus_.empty()) {
+      taken.push_back(free_gpus_.front());
+      free_gpus_.erase(free_gpus_.begin());
+    }
+    return taken;
+  }
+
+  void ReturnGpus(std::vector<int>& gpus) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_gpus_.insert(free_gpus_.end(), gpus.begin(), gpus.end());
+    std::sort(free_gpus_.begin(), free_gpus_.end());
+    gpus.clear();
+  }
+
+  TrialRunner* RunnerFor(const std::string& kind) {
+    for (TrialRunner* runner : options_.runners) {
+      if (runner->kind() == kind) return runner;
+    }
+    return nullptr;
+  }
+
+  void RunLease(const std::string& name, const pb::AcquireTrialResponse& resp, const std::vector<int>& gpus) {
     Lease lease;
     lease.token = resp.lease_token();
     lease.trial_id = resp.trial_id();
     if (resp.lease_seconds() > 0) lease.lease_seconds = resp.lease_seconds();
     lease.next_report = Clock::now() + FromSeconds(lease.lease_seconds / 3);
-    Log("{}: trial {} (attempt {}) started", name, resp.trial_id(), resp.attempt());
 
-    TrialConfig config;
-    Status parsed = ParseTrialConfigText(resp.config_json(), &config);
-    if (!parsed.ok()) {
-      Log("{}: trial {} has a bad config: {}", name, lease.trial_id, parsed.message());
-      Complete(name, lease, pb::CompleteTrialRequest::FAILED, {}, {}, parsed.message());
+    LeasedTrial trial;
+    trial.trial_id = resp.trial_id();
+    trial.attempt = resp.attempt();
+    trial.sweep_id = resp.sweep_id();
+    trial.stage = resp.stage();
+    trial.trial_name = resp.trial_name();
+    trial.config_json = resp.config_json();
+    trial.trainer_json = resp.trainer_json();
+    trial.objective_metric = resp.objective_metric();
+    trial.gpus = gpus;
+    trial.gpus_managed = !options_.gpus.empty();
+    std::string kind = TrainerSpec::kBuiltin;  // Coordinators before command trainers send no trainer.
+    if (!trial.trainer_json.empty()) {
+      Json trainer;
+      if (ParseJson(trial.trainer_json, &trainer).ok() && trainer.is_object() && trainer.contains("kind") &&
+          trainer["kind"].is_string()) {
+        kind = trainer["kind"].get<std::string>();
+      }
+    }
+    Log("{}: trial {} ({} trainer{}, attempt {}) started", name, resp.trial_id(), kind,
+        gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(gpus, ",")), resp.attempt());
+    TrialRunner* runner = RunnerFor(kind);
+    if (runner == nullptr) {
+      std::string error = fmt::format("this worker cannot run \"{}\" trials", kind);
+      Log("{}: trial {}: {}", name, lease.trial_id, error);
+      Complete(name, lease, pb::CompleteTrialRequest::FAILED, {}, {}, error);
       return;
     }
+
     auto keep_going = [&] { return !lease.stop && !lease.lost && !stopping_; };
     ReportStream reports(stub_.get());  // This lease's reports and heartbeats; closed when it ends.
-    TrialHooks hooks;
-    hooks.between_batches = [&] {
+    RunnerHooks hooks;
+    hooks.keep_going = [&] {
       if (keep_going() && Clock::now() >= lease.next_report) Report(name, &lease, &reports, /*heartbeat=*/true);
       return keep_going();
     };
-    hooks.on_epoch = [&](int epoch, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats) {
-      lease.step = epoch;
+    hooks.on_progress = [&](int64_t step, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats) {
+      lease.step = step;
       lease.last_metrics = metrics;
       lease.last_stats = stats;
       // While the coordinator is unreachable, short epochs do not each try (and log) a report.
       if (!lease.failing || Clock::now() >= lease.next_report) Report(name, &lease, &reports, /*heartbeat=*/false);
       return keep_going();
     };
-    TrialResult result;
-    Status st = RunTrial(config, TrainOptions{options_.threads_per_trial, options_.cache}, hooks, &result);
+    RunOutcome result;
+    Status st = runner->Run(trial, hooks, &result);
     reports.Close(options_.rpc_timeout_seconds);
 
     if (lease.lost) {
@@ -285,13 +352,24 @@ class WorkerLoop::Impl {
 
   std::unique_ptr<pb::WorkerService::Stub> stub_;
   WorkerOptions options_;
-  std::unique_ptr<DatasetCache> owned_cache_;
+  std::mutex offer_mu_;  // Held by the slot that is offering free GPUs in AcquireTrial.
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<grpc::ClientContext*> acquiring_;  // GUARDED_BY(mu_)
+  std::vector<int> free_gpus_;                // GUARDED_BY(mu_)
   std::mutex log_mu_;
 };
+
+bool FindMetric(const Metrics& metrics, const std::string& name, double* value) {
+  for (const auto& [k, v] : metrics) {
+    if (k == name) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
 
 std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target) {
   grpc::ChannelArguments args;

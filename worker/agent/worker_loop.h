@@ -1,19 +1,21 @@
-// WorkerLoop: pulls trials from the coordinator's WorkerService and trains them, `slots` at a time.
+// WorkerLoop: pulls trials from the coordinator's WorkerService and runs them, `slots` at a time,
+// each with the TrialRunner of its trainer kind. No LibTorch: the built-in trainer is one runner.
 //
-// Each slot is a thread: AcquireTrial (long poll) -> RunTrial -> CompleteTrial. Progress is
-// reported after every epoch, and a heartbeat report is sent from the training loop whenever
-// lease_seconds / 3 passed without one, so the lease never lapses. A lease's reports go over one
+// Each slot is a thread: AcquireTrial (long poll, offering the runners' kinds and the free GPUs)
+// -> TrialRunner::Run -> CompleteTrial. Progress is reported whenever the runner reports, and a
+// heartbeat is sent whenever lease_seconds / 3 passed without a report, so the lease never lapses. A lease's reports go over one
 // ReportProgressStream (report_stream.h). A STOP directive ends the trial
 // before its next batch (completed as FAILED, "stopped by the coordinator"); FAILED_PRECONDITION
 // on a report means the lease is gone and the trial is dropped without CompleteTrial. Errors
 // talking to the coordinator (it restarts, the network blips) are retried with exponential
 // backoff. Shutdown() makes running trials stop before their next batch and hands them back with
 // CompleteTrial(RELEASED).
-#ifndef MOESWEEP_WORKER_WORKER_LOOP_H_
-#define MOESWEEP_WORKER_WORKER_LOOP_H_
+#ifndef MOESWEEP_WORKER_AGENT_WORKER_LOOP_H_
+#define MOESWEEP_WORKER_AGENT_WORKER_LOOP_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace grpc {
 class Channel;
@@ -21,18 +23,21 @@ class Channel;
 
 namespace moesweep::worker {
 
-class DatasetCache;
+class TrialRunner;
 
 struct WorkerOptions {
   std::string name = "worker";    // Slot i calls itself "<name>/slot-<i>".
   int slots = 1;
-  int threads_per_trial = 1;
+  // One per trainer kind this worker runs; not owned, shared by the slots.
+  std::vector<TrialRunner*> runners;
+  // GPU ids (the values CUDA_VISIBLE_DEVICES takes) handed out to trials, as many as a trial's
+  // trainer asks for. Empty: the worker offers no GPUs.
+  std::vector<int> gpus;
   double acquire_wait_seconds = 10;  // Long-poll length; the RPC deadline is this + 5 s.
   double rpc_timeout_seconds = 10;   // Deadline of each progress report and CompleteTrial.
   double backoff_initial_seconds = 0.5;
   double backoff_max_seconds = 30;
   double release_timeout_seconds = 5;  // How long Shutdown waits to hand a trial back.
-  DatasetCache* cache = nullptr;       // Shared between slots; nullptr = one owned by the loop.
   bool verbose = true;                 // Log to stderr.
 };
 
@@ -62,4 +67,4 @@ class WorkerLoop {
 
 }  // namespace moesweep::worker
 
-#endif  // MOESWEEP_WORKER_WORKER_LOOP_H_
+#endif  // MOESWEEP_WORKER_AGENT_WORKER_LOOP_H_

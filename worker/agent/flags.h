@@ -1,0 +1,39 @@
+// Command line of moesweep-worker.
+//
+//   moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]
+//                   [--gpus 0,1,...] [--log-dir DIR] [--runs-dir DIR] [--kill-grace SECONDS]
+//   moesweep-worker run CONFIG.json [--threads T]      (built-in trainer only)
+#ifndef MOESWEEP_WORKER_AGENT_FLAGS_H_
+#define MOESWEEP_WORKER_AGENT_FLAGS_H_
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace moesweep::worker {
+
+struct WorkerFlags {
+  bool help = false;
+  bool run = false;          // `run CONFIG.json`
+  std::string config_file;   // run
+  int threads = 1;           // run: --threads
+  std::string coordinator;   // serve
+  int slots = 0;             // serve: 0 = one per GPU with --gpus, else one per core / threads_per_trial
+  int threads_per_trial = 1;
+  std::string name;          // serve: "" = host name
+  std::vector<int> gpus;     // serve: --gpus 0,1,2,3
+  std::string log_dir = "moesweep-logs";   // Command trainers' output, one file per attempt.
+  std::string runs_dir = "moesweep-runs";  // Command trainers' {output_dir} folders.
+  double kill_grace_seconds = 10;          // SIGTERM -> SIGKILL for a command trainer.
+};
+
+// Parses argv[1..]; an unknown flag, a missing or malformed value is an error naming the flag.
+Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out);
+
+// `with_builtin`: this build has the LibTorch trainer (and so `run`).
+std::string WorkerUsage(bool with_builtin = true);
+
+}  // namespace moesweep::worker
+
+#endif  // MOESWEEP_WORKER_AGENT_FLAGS_H_
