@@ -2,6 +2,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "client/format.h"
 #include "client/proto_json.h"
 #include "client/watch.h"
+#include "common/command_template.h"
 #include "common/sweep_spec.h"
 
 namespace moesweep::client {
@@ -240,6 +242,42 @@ int RunExport(const Invocation& inv) {
   return kExitOk;
 }
 
+namespace {
+
+// The argv of stage 1's first trial, quoted where a shell would need it, so a user sees what their
+// program will get. Paths and the trial id are the worker's at run time; placeholders for them.
+std::string FirstTrialCommand(const SweepSpec& spec) {
+  const StageSpec& first = spec.stages.front();
+  Json config = spec.base;
+  Json point = first.Point(0);
+  for (auto it = point.begin(); it != point.end(); ++it) config[it.key()] = it.value();
+  config["seed"] = spec.seeds.front();
+  TrialPlaceholders trial;
+  trial.trial_id = 1;
+  trial.seed = spec.seeds.front();
+  trial.trial_name = TrialName(1, 0, trial.seed);
+  trial.output_dir = fmt::format("moesweep-runs/{}-t1-a1", trial.trial_name);
+  trial.config_file = trial.output_dir + "/config.json";
+  std::vector<std::string> argv;
+  if (Status s = ExpandCommand(spec.trainer.command, config, trial, &argv); !s.ok()) return s.message();
+  std::string line;
+  for (const std::string& arg : argv) {
+    bool plain = !arg.empty();
+    for (char c : arg) plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./=:,+@%", c));
+    if (!line.empty()) line += ' ';
+    if (plain) {
+      line += arg;
+    } else {
+      std::string quoted = "'";
+      for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      line += quoted + "'";
+    }
+  }
+  return line;
+}
+
+}  // namespace
+
 int RunValidate(const Invocation& inv) {
   std::string text;
   if (!ReadSpec(inv, &text)) return kExitUsage;
@@ -266,13 +304,15 @@ int RunValidate(const Invocation& inv) {
     for (const StageSpec& stage : spec.stages) {
       stages.push_back({{"name", stage.name}, {"points", stage.NumPoints()}, {"trials", stage.NumPoints() * seeds}});
     }
-    PrintJson(inv, Json{{"valid", true},
-                        {"name", spec.name},
-                        {"num_stages", spec.stages.size()},
-                        {"has_baseline", spec.baseline.has_value()},
-                        {"trials_in_first_stage", first_trials + baseline_trials},
-                        {"stages", stages},
-                        {"spec", spec.ToJson()}});
+    Json out{{"valid", true},
+             {"name", spec.name},
+             {"num_stages", spec.stages.size()},
+             {"has_baseline", spec.baseline.has_value()},
+             {"trials_in_first_stage", first_trials + baseline_trials},
+             {"stages", stages},
+             {"spec", spec.ToJson()}};
+    if (spec.trainer.is_command()) out["first_trial_command"] = FirstTrialCommand(spec);
+    PrintJson(inv, out);
     return kExitOk;
   }
   *inv.out << fmt::format("{}: valid sweep \"{}\": {}{} stage{}; first stage \"{}\": {} points x {} seeds = {} trials",
@@ -280,6 +320,7 @@ int RunValidate(const Invocation& inv) {
                           spec.stages.size() == 1 ? "" : "s", first.name, first.NumPoints(), seeds, first_trials);
   if (baseline_trials > 0) *inv.out << fmt::format(" (+ {} baseline trials)", baseline_trials);
   *inv.out << "\n";
+  if (spec.trainer.is_command()) *inv.out << fmt::format("first trial runs: {}\n", FirstTrialCommand(spec));
   return kExitOk;
 }
 
