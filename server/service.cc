@@ -7,7 +7,10 @@
 
 #include <fmt/format.h>
 #include <grpcpp/alarm.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/support/byte_buffer.h>
 
 #include "common/json.h"
 #include "common/limits.h"
@@ -16,7 +19,9 @@
 
 namespace moesweep {
 
-using SweepAsync = v1::SweepService::AsyncService;
+// SubmitSweep is taken raw (bytes): protobuf refuses a string field that is not UTF-8 before any
+// handler runs, and the caller would only see INTERNAL "Unable to parse request".
+using SweepAsync = v1::SweepService::WithRawMethod_SubmitSweep<v1::SweepService::AsyncService>;
 using WorkerAsync = v1::WorkerService::AsyncService;
 using HealthAsync = grpc::health::v1::Health::AsyncService;
 
@@ -108,6 +113,33 @@ Status CheckRequest(v1::ListSweepsRequest* r) {
 Status CheckRequest(v1::ListTrialsRequest* r) {
   if (r->limit() < 0) return Status::InvalidArgument(fmt::format("limit: {} is negative", r->limit()));
   return CheckString("page_token", r->page_token(), 64);
+}
+
+// SubmitSweepRequest from its wire bytes, with spec_json's UTF-8 checked by us (see SweepAsync).
+Status DecodeSubmit(const grpc::ByteBuffer& raw, v1::SubmitSweepRequest* out) {
+  std::vector<grpc::Slice> slices;
+  if (!raw.Dump(&slices).ok()) return Status::InvalidArgument("request: unreadable");
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+  using Wire = google::protobuf::internal::WireFormatLite;
+  std::string spec;
+  for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+    if (Wire::GetTagFieldNumber(tag) == 1 && Wire::GetTagWireType(tag) == Wire::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length) || !in.ReadString(&spec, static_cast<int>(length))) {
+        return Status::InvalidArgument("request: not a SubmitSweepRequest");
+      }
+    } else if (!Wire::SkipField(&in, tag)) {
+      return Status::InvalidArgument("request: not a SubmitSweepRequest");
+    }
+  }
+  if (!in.ConsumedEntireMessage()) return Status::InvalidArgument("request: not a SubmitSweepRequest");
+  if (size_t bad = FindInvalidUtf8(spec); bad != std::string::npos) {
+    return Status::InvalidArgument(fmt::format("spec_json: invalid UTF-8 at byte offset {}", bad));
+  }
+  out->set_spec_json(std::move(spec));
+  return Status::Ok();
 }
 
 // The text of an error as sent: gRPC carries it in a header, and past 8 KiB of metadata the call
@@ -396,6 +428,42 @@ class ReportStreamCall final : public CallBase {
   v1::ReportProgressResponse response_;
 };
 
+// SubmitSweep, read raw so that a spec that is not UTF-8 gets INVALID_ARGUMENT with its offset.
+class SubmitCall final : public CallBase {
+ public:
+  explicit SubmitCall(Endpoint* endpoint) : CallBase(endpoint), responder_(&ctx_) {
+    endpoint_->sweeps()->RequestSubmitSweep(&ctx_, &raw_, &responder_, endpoint_->cq(), endpoint_->cq(),
+                                            Begin(kRequest));
+  }
+
+ private:
+  void Handle(int op, bool ok) override {
+    if (op != kRequest || !ok) return;
+    new SubmitCall(endpoint_);
+    Status s = DecodeSubmit(raw_, &request_);
+    raw_.Clear();
+    if (s.ok()) s = CheckRequest(&request_);
+    if (!s.ok()) return Reply(s);
+    endpoint_->coordinator()->SubmitSweep(request_, &response_, Held([this](const Status& s) { Reply(s); }));
+  }
+
+  void Reply(const Status& s) {
+    grpc::ByteBuffer out;
+    if (s.ok()) {
+      std::string bytes = response_.SerializeAsString();
+      grpc::Slice slice(bytes);
+      out = grpc::ByteBuffer(&slice, 1);
+    }
+    responder_.Finish(out, ToGrpcStatus(s), Begin(kFinish));
+  }
+
+  grpc::ServerContext ctx_;
+  grpc::ByteBuffer raw_;
+  v1::SubmitSweepRequest request_;
+  v1::SubmitSweepResponse response_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
+};
+
 class WatchCall;
 
 // What the coordinator holds of a watch. It may outlive the call: then it refuses every push.
@@ -599,13 +667,13 @@ void Endpoint::Start() {
   }
   Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
   Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestSubmitSweep, &C::SubmitSweep);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
   for (int i = 0; i < kArmedPerSweepMethod; ++i) {
+    new SubmitCall(this);
     new WatchCall(this);
     new HealthCheckCall(this);
     new HealthWatchCall(this);

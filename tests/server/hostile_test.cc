@@ -8,6 +8,7 @@
 #include <limits>
 #include <thread>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -83,6 +84,39 @@ TEST_F(HostileServiceTest, SpecWithThousandsOfErrorsGetsACappedInvalidArgument) 
   EXPECT_LE(s.error_message().size(), kMaxErrorTextBytes);
   EXPECT_EQ(s.error_message().find("base.unknown_key_number_0: unknown trial config key"), 0u);
   EXPECT_NE(s.error_message().find("more"), std::string::npos);
+}
+
+TEST_F(HostileServiceTest, SpecThatIsNotUtf8GetsInvalidArgumentWithItsOffset) {
+  // Sent as raw bytes: a generated stub would refuse to serialize it.
+  std::string spec = std::string(kSpec).replace(12, 1, "\xff");
+  std::string bytes = "\x0a";  // Field 1, length-delimited; then the length as a varint.
+  for (size_t n = spec.size(); ; n >>= 7) {
+    bytes += static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+    if (n <= 0x7f) break;
+  }
+  bytes += spec;
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer send(&slice, 1), reply;
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  auto call = stub.PrepareUnaryCall(&ctx, "/moesweep.v1.SweepService/SubmitSweep", send, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&reply, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "spec_json: invalid UTF-8 at byte offset 12");
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  // A good spec still goes through the raw path.
+  v1::SubmitSweepResponse out;
+  ASSERT_TRUE(Submit(kSpec, &out).ok());
+  EXPECT_EQ(out.trials_in_first_stage(), 6);
 }
 
 TEST_F(HostileServiceTest, OversizedRequestsAreRefusedAtTheEdgeNamingTheLimit) {
