@@ -32,7 +32,7 @@ const FlagSpec kProgress{"progress", "", "Also show every progress report of run
 const std::vector<FlagSpec>& GlobalFlags() {
   static const std::vector<FlagSpec> flags = {
       {"coordinator", "HOST:PORT", "Coordinator address (default: $MOESWEEP_COORDINATOR, else 127.0.0.1:50051)."},
-      {"timeout", "SECONDS", "Deadline of each call to the coordinator (default 10)."},
+      {"timeout", "SECONDS", "Deadline of each call to the coordinator (default 10, at most 86400)."},
       {"help", "", "Show help."},
   };
   return flags;
@@ -194,7 +194,10 @@ std::string BuildInvocation(const Command& command, const ParsedArgs& args, Invo
   if (inv->address.empty()) return "--coordinator must be HOST:PORT, got ''";
   if (auto v = args.Value("timeout")) {
     auto t = ParseDouble(*v);
-    if (!t || *t <= 0) return fmt::format("--timeout must be a positive number of seconds, got '{}'", *v);
+    // Past a day the deadline only overflows (1e308 s made every call fail at once).
+    if (!t || *t <= 0 || *t > 86400) {
+      return fmt::format("--timeout must be a positive number of seconds, got '{}' (at most 86400, a day)", *v);
+    }
     inv->timeout_s = *t;
   }
   if (auto v = args.Value("stage")) {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -31,6 +32,11 @@ bool ReadSpec(const Invocation& inv, std::string* text) {
     }
     buffer << inv.env->in->rdbuf();
   } else {
+    std::error_code ec;
+    if (std::filesystem::is_directory(inv.spec_path, ec)) {
+      *inv.err << fmt::format("moesweep: cannot read {}: is a directory\n", inv.spec_path);
+      return false;
+    }
     std::ifstream file(inv.spec_path, std::ios::binary);
     if (!file) {
       *inv.err << fmt::format("moesweep: cannot read {}: {}\n", inv.spec_path, std::strerror(errno));
@@ -39,8 +45,15 @@ bool ReadSpec(const Invocation& inv, std::string* text) {
     buffer << file.rdbuf();
   }
   *text = buffer.str();
+  // The wire carries the spec as a proto string, which must be UTF-8: say where it is not, rather
+  // than let the call fail with "Unable to parse request".
+  if (size_t bad = FindInvalidUtf8(*text); bad != std::string::npos) {
+    *inv.err << fmt::format("moesweep: {}: invalid UTF-8 at byte offset {}\n", inv.spec_path, bad);
+    return false;
+  }
   return true;
 }
+
 
 // Unary call with the invocation's deadline; on failure reports and stores the exit code.
 template <typename Request, typename Response, typename Method>
@@ -55,6 +68,18 @@ bool Call(const Invocation& inv, const Coordinator& c, Method method, const Requ
 }
 
 std::string SweepSubject(const Invocation& inv) { return fmt::format("sweep {}", inv.sweep_id); }
+
+// Every page of ListTrials, as one response (pages follow next_page_token).
+bool ListAllTrials(const Invocation& inv, const Coordinator& c, v1::ListTrialsRequest request,
+                   v1::ListTrialsResponse* all, int* code) {
+  for (;;) {
+    v1::ListTrialsResponse page;
+    if (!Call(inv, c, &v1::SweepService::Stub::ListTrials, request, &page, SweepSubject(inv), code)) return false;
+    for (v1::Trial& t : *page.mutable_trials()) *all->add_trials() = std::move(t);
+    if (page.next_page_token().empty()) return true;
+    request.set_page_token(page.next_page_token());
+  }
+}
 
 void PrintJson(const Invocation& inv, const Json& value) { *inv.out << value.dump(2) << "\n"; }
 
@@ -99,7 +124,15 @@ int RunSweeps(const Invocation& inv) {
   request.set_limit(inv.limit);
   v1::ListSweepsResponse response;
   int code = kExitOk;
-  if (!Call(inv, c, &v1::SweepService::Stub::ListSweeps, request, &response, "", &code)) return code;
+  // Without --limit, the coordinator's first page (100); with it, pages until that many.
+  for (;;) {
+    v1::ListSweepsResponse page;
+    if (!Call(inv, c, &v1::SweepService::Stub::ListSweeps, request, &page, "", &code)) return code;
+    for (v1::Sweep& s : *page.mutable_sweeps()) *response.add_sweeps() = std::move(s);
+    if (page.next_page_token().empty() || inv.limit <= 0 || response.sweeps_size() >= inv.limit) break;
+    request.set_limit(inv.limit - response.sweeps_size());
+    request.set_page_token(page.next_page_token());
+  }
   if (inv.json) {
     PrintJson(inv, ProtoToJson(response));
   } else {
@@ -140,7 +173,7 @@ int RunTrials(const Invocation& inv) {
   if (inv.stage) request.set_stage(*inv.stage);
   request.set_state(inv.state);
   v1::ListTrialsResponse response;
-  if (!Call(inv, c, &v1::SweepService::Stub::ListTrials, request, &response, SweepSubject(inv), &code)) return code;
+  if (!ListAllTrials(inv, c, request, &response, &code)) return code;
   if (inv.json) {
     PrintJson(inv, ProtoToJson(response));
   } else {
@@ -215,7 +248,7 @@ int RunExport(const Invocation& inv) {
   if (inv.stage) request.set_stage(*inv.stage);
   request.set_state(inv.state);
   v1::ListTrialsResponse trials;
-  if (!Call(inv, c, &v1::SweepService::Stub::ListTrials, request, &trials, SweepSubject(inv), &code)) return code;
+  if (!ListAllTrials(inv, c, request, &trials, &code)) return code;
 
   ExportContext context;
   context.sweep_name = sweep.sweep().name();

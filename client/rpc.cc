@@ -63,6 +63,9 @@ Coordinator Connect(const std::string& address, double timeout_s) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  // Answers are paged to stay under gRPC's default 4 MiB; GetSweep of a sweep with many large
+  // stages is not, so the CLI takes more rather than fail on it.
+  args.SetMaxReceiveMessageSize(64 << 20);
   Coordinator c;
   c.address = address;
   c.timeout_s = timeout_s;

@@ -15,7 +15,19 @@ namespace moesweep {
 using Json = nlohmann::ordered_json;
 
 // Parses `text`; on a syntax error the message names the line and column ("line 3, column 14: ...").
+// Never throws. Before parsing, a linear pre-scan refuses what would cost the parser a deep stack
+// or quadratic time: nesting deeper than kMaxJsonDepth, objects over kMaxJsonObjectMembers keys,
+// and numbers a double cannot hold (1e400).
 Status ParseJson(std::string_view text, Json* out);
+
+// Byte offset of the first invalid UTF-8 sequence in `text`, or npos when it is valid.
+size_t FindInvalidUtf8(std::string_view text);
+
+// `text` cut to at most `max_bytes` (at a UTF-8 boundary) with "…" appended when cut: for quoting
+// what a user sent in an error message.
+std::string Clip(std::string_view text, size_t max_bytes);
+// value.dump(), clipped to kMaxEchoChars.
+std::string Abbreviate(const Json& value);
 
 // "object", "array", "string", "integer", "number", "boolean" or "null", for error messages.
 std::string JsonTypeName(const Json& value);

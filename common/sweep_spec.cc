@@ -1,15 +1,33 @@
 #include "common/sweep_spec.h"
 
 #include <cctype>
+#include <limits>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
 
 #include "common/command_template.h"
+#include "common/limits.h"
 #include "common/trial_schema.h"
 
 namespace moesweep {
 namespace {
+
+constexpr size_t kSizeMax = std::numeric_limits<size_t>::max();
+
+// a * b, or SIZE_MAX when that does not fit: counts of points and trials never wrap.
+size_t SaturatingMul(size_t a, size_t b) {
+  if (a != 0 && b > kSizeMax / a) return kSizeMax;
+  return a * b;
+}
+
+std::string CountText(size_t n) { return n == kSizeMax ? "more than 2^64" : fmt::format("{}", n); }
+
+// Failing configurations reported per rule and stage; the rest are counted.
+constexpr size_t kMaxCrossKeyReports = 3;
+// Combinations of one rule's values tried per stage (see CheckStageCrossKeys).
+constexpr size_t kMaxCrossKeyCombinations = 100000;
 
 // Collects every problem of a spec, so one submission shows them all.
 class SpecChecker {
@@ -53,9 +71,85 @@ class SpecChecker {
     spec->max_attempts = static_cast<int>(Integer(root, "max_attempts", 3, 1, 100));
     if (auto it = root.find("lease_seconds"); it != root.end()) {
       if (!it->is_number() || it->get<double>() < 1 || it->get<double>() > 86400) {
-        Error("lease_seconds", fmt::format("expected a number of seconds in [1, 86400], got {}", it->dump()));
+        Error("lease_seconds", fmt::format("expected a number of seconds in [1, 86400], got {}", Abbreviate(*it)));
       } else {
         spec->lease_seconds = it->get<double>();
+      }
+    }
+  }
+
+  // The worker's cross-key rules (CheckCrossKeyRules) on every config the spec can produce, as far
+  // as submission can know them: base + baseline; and for each stage, every combination of the
+  // values each rule's keys can take there: the stage's own axis values, else those of the latest
+  // earlier stage that grids the key (which one wins is not known yet, so each might), else the
+  // base value or default. A spec is refused when some earlier winner would make trials that every
+  // worker refuses. Not caught: combinations past kMaxCrossKeyCombinations per rule and stage.
+  void CheckCrossKeys(const SweepSpec& spec) {
+    if (spec.baseline) {
+      Json config = spec.base;
+      for (auto it = spec.baseline->begin(); it != spec.baseline->end(); ++it) config[it.key()] = it.value();
+      CheckCrossKeyRules(config, "baseline", &errors);
+    }
+    std::vector<bool> base_reported(CrossKeyRuleKeys().size(), false);
+    for (size_t i = 0; i < spec.stages.size(); ++i) {
+      std::string path = JoinPath(IndexPath("stages", i), "grid");
+      for (size_t g = 0; g < CrossKeyRuleKeys().size(); ++g) {
+        const std::vector<std::string>& group = CrossKeyRuleKeys()[g];
+        std::vector<std::vector<Json>> candidates;
+        std::vector<std::string> sources;
+        bool gridded = false;
+        for (const std::string& key : group) {
+          const std::vector<Json>* values = nullptr;
+          for (size_t j = i + 1; j-- > 0 && values == nullptr;) {
+            for (const auto& axis : spec.stages[j].axes) {
+              if (axis.first == key) {
+                values = &axis.second;
+                sources.push_back(j == i ? "" : fmt::format("{} from stages[{}].grid", key, j));
+              }
+            }
+          }
+          if (values != nullptr) {
+            gridded = true;
+            candidates.push_back(*values);
+          } else if (auto it = spec.base.find(key); it != spec.base.end()) {
+            candidates.push_back({*it});
+            sources.push_back(fmt::format("{} from base", key));
+          } else {
+            candidates.push_back({FindConfigKey(key)->default_value});
+            sources.push_back("");
+          }
+        }
+        if (!gridded) {
+          // Base (and defaults) alone: one report for the whole spec.
+          if (base_reported[g]) continue;
+          base_reported[g] = true;
+        }
+        std::string where = gridded ? path : "base";
+        size_t combinations = 1;
+        for (const auto& c : candidates) combinations = SaturatingMul(combinations, c.size());
+        combinations = std::min(combinations, kMaxCrossKeyCombinations);
+        size_t failing = 0;
+        for (size_t n = 0; n < combinations; ++n) {
+          Json config = Json::object();
+          for (size_t k = group.size(), rest = n; k-- > 0;) {
+            config[group[k]] = candidates[k][rest % candidates[k].size()];
+            rest /= candidates[k].size();
+          }
+          std::vector<std::string> found;
+          CheckCrossKeyRules(config, where, &found);
+          if (found.empty() || ++failing > kMaxCrossKeyReports) continue;
+          std::vector<std::string> from;
+          for (const std::string& source : sources) {
+            if (!source.empty() && gridded) from.push_back(source);
+          }
+          for (const std::string& f : found) {
+            errors.push_back(from.empty() ? f : fmt::format("{} ({})", f, fmt::join(from, ", ")));
+          }
+        }
+        if (failing > kMaxCrossKeyReports) {
+          errors.push_back(fmt::format("{}: and {} more combinations break the same rule", where,
+                                       failing - kMaxCrossKeyReports));
+        }
       }
     }
   }
@@ -71,6 +165,7 @@ class SpecChecker {
     std::string best;
     size_t best_d = 3;
     for (const std::string& k : known) {
+      if (key.size() > kMaxSuggestedNameBytes) break;  // Nothing known is close; EditDistance is O(n*m).
       size_t d = EditDistance(key, k);
       if (d < best_d) best_d = d, best = k;
     }
@@ -83,7 +178,11 @@ class SpecChecker {
     auto it = root.find("name");
     if (it == root.end()) return Error("name", "required");
     if (!it->is_string() || it->get<std::string>().empty()) {
-      return Error("name", fmt::format("expected a non-empty string, got {}", it->dump()));
+      return Error("name", fmt::format("expected a non-empty string, got {}", Abbreviate(*it)));
+    }
+    if (it->get_ref<const std::string&>().size() > kMaxStringBytes) {
+      return Error("name", fmt::format("{} bytes is longer than the limit of {} bytes", it->get_ref<const std::string&>().size(),
+                                       kMaxStringBytes));
     }
     spec->name = it->get<std::string>();
   }
@@ -99,14 +198,15 @@ class SpecChecker {
     if (metric == it->end() || !metric->is_string() || metric->get<std::string>().empty()) {
       Error("objective.metric", "required: a non-empty string naming a metric, e.g. \"val_accuracy\"");
     } else {
-      spec->metric = metric->get<std::string>();
+      spec->metric = Clip(metric->get_ref<const std::string&>(), kMaxStringBytes);
       const auto& known = KnownMetrics();
       // A command trainer's metrics are its own: nothing to check them against.
       if (!spec->trainer.is_command() && std::find(known.begin(), known.end(), spec->metric) == known.end()) {
         std::string s = SuggestMetric(spec->metric);
+        std::string quoted = Clip(spec->metric, kMaxEchoChars);
         Error("objective.metric",
-              s.empty() ? fmt::format("unknown metric \"{}\" (known: {})", spec->metric, fmt::join(known, ", "))
-                        : fmt::format("unknown metric \"{}\" (did you mean \"{}\"?)", spec->metric, s));
+              s.empty() ? fmt::format("unknown metric \"{}\" (known: {})", quoted, fmt::join(known, ", "))
+                        : fmt::format("unknown metric \"{}\" (did you mean \"{}\"?)", quoted, s));
       }
     }
     auto goal = it->find("goal");
@@ -115,7 +215,7 @@ class SpecChecker {
     } else if (*goal == "maximize" || *goal == "minimize") {
       spec->maximize = *goal == "maximize";
     } else {
-      Error("objective.goal", fmt::format("expected \"maximize\" or \"minimize\", got {}", goal->dump()));
+      Error("objective.goal", fmt::format("expected \"maximize\" or \"minimize\", got {}", Abbreviate(*goal)));
     }
   }
 
@@ -130,7 +230,12 @@ class SpecChecker {
     for (size_t i = 0; i < it->size(); ++i) {
       const Json& s = (*it)[i];
       if (!s.is_number_integer() || s.get<int64_t>() < 0) {
-        Error(IndexPath("seeds", i), fmt::format("expected a non-negative integer, got {}", s.dump()));
+        Error(IndexPath("seeds", i), fmt::format("expected a non-negative integer, got {}", Abbreviate(s)));
+        continue;
+      }
+      // Workers read the seed as a JSON number; above 2^53 - 1 it is not exact everywhere.
+      if (s.get<int64_t>() > kMaxSeed) {
+        Error(IndexPath("seeds", i), fmt::format("{} is above the largest seed, 2^53 - 1 = {}", Abbreviate(s), kMaxSeed));
         continue;
       }
       if (!seen.insert(s.get<int64_t>()).second) {
@@ -150,6 +255,9 @@ class SpecChecker {
     auto it = root.find("stages");
     if (it == root.end()) return Error("stages", "required: a non-empty array of {\"name\", \"grid\"}");
     if (!it->is_array() || it->empty()) return Error("stages", "expected a non-empty array of {\"name\", \"grid\"}");
+    if (it->size() > kMaxStages) {
+      return Error("stages", fmt::format("{} stages is more than the limit of {}", it->size(), kMaxStages));
+    }
     std::set<std::string> names;
     for (size_t i = 0; i < it->size(); ++i) {
       const Json& s = (*it)[i];
@@ -167,13 +275,37 @@ class SpecChecker {
         Error(JoinPath(path, "name"), "required: a non-empty string");
       } else {
         stage.name = name->get<std::string>();
-        if (!names.insert(stage.name).second) Error(JoinPath(path, "name"), fmt::format("duplicate stage name \"{}\"", stage.name));
+        if (stage.name.size() > kMaxStringBytes) {
+          Error(JoinPath(path, "name"),
+                fmt::format("{} bytes is longer than the limit of {} bytes", stage.name.size(), kMaxStringBytes));
+          stage.name = Clip(stage.name, kMaxStringBytes);
+        }
+        if (!names.insert(stage.name).second) {
+          Error(JoinPath(path, "name"), fmt::format("duplicate stage name \"{}\"", Clip(stage.name, kMaxEchoChars)));
+        }
       }
       CheckGrid(s, path, &stage);
-      size_t trials = stage.NumPoints() * std::max<size_t>(1, spec->seeds.size());
-      if (!stage.axes.empty() && static_cast<int64_t>(trials) > limits_.max_stage_trials) {
-        Error(JoinPath(path, "grid"), fmt::format("{} points x {} seeds = {} trials exceeds the limit of {} trials per stage",
-                                                  stage.NumPoints(), spec->seeds.size(), trials, limits_.max_stage_trials));
+      size_t points = stage.NumPoints();
+      size_t trials = SaturatingMul(points, std::max<size_t>(1, spec->seeds.size()));
+      if (!stage.axes.empty() && trials > static_cast<uint64_t>(limits_.max_stage_trials)) {
+        Error(JoinPath(path, "grid"),
+              fmt::format("{} points x {} seeds = {} trials exceeds the limit of {} trials per stage", CountText(points),
+                          spec->seeds.size(), CountText(trials), limits_.max_stage_trials));
+      } else if (!stage.axes.empty()) {
+        // Every point is written out in the stage's results: keep them within one message.
+        size_t point_bytes = 2;
+        for (const auto& [key, values] : stage.axes) {
+          size_t widest = 0;
+          for (const Json& v : values) widest = std::max(widest, v.dump().size());
+          point_bytes += key.size() + 4 + widest;
+        }
+        size_t grid_bytes = SaturatingMul(points, point_bytes + 32);
+        if (grid_bytes > kMaxStageGridBytes) {
+          Error(JoinPath(path, "grid"),
+                fmt::format("{} points of up to {} bytes each are more than the limit of {} bytes of grid points per "
+                            "stage; use fewer or shorter values",
+                            points, point_bytes, kMaxStageGridBytes));
+        }
       }
       spec->stages.push_back(std::move(stage));
     }
@@ -202,7 +334,13 @@ class SpecChecker {
         Error(axis_path, fmt::format("expected a non-empty array of {}", key ? TypeWord(key->type) : "values"));
         continue;
       }
+      if (values.size() > kMaxGridValues) {
+        Error(axis_path, fmt::format("{} values is more than the limit of {} per axis", values.size(), kMaxGridValues));
+        continue;
+      }
       bool ok = true;
+      // First index of each value: duplicates in O(n log n). Json's < and == agree (1 == 1.0).
+      std::map<Json, size_t> seen;
       for (size_t v = 0; v < values.size(); ++v) {
         const Json& value = values[v];
         std::string value_path = IndexPath(axis_path, v);
@@ -216,11 +354,9 @@ class SpecChecker {
           errors.push_back(s.message());
           ok = false;
         }
-        for (size_t w = 0; w < v; ++w) {
-          if (values[w] == value) {
-            Error(value_path, fmt::format("duplicate value {}", value.dump()));
-            ok = false;
-          }
+        if (!seen.emplace(value, v).second) {
+          Error(value_path, fmt::format("duplicate value {}", Abbreviate(value)));
+          ok = false;
         }
       }
       if (ok) stage->axes.emplace_back(axis.key(), std::vector<Json>(values.begin(), values.end()));
@@ -291,7 +427,7 @@ class SpecChecker {
     auto it = root.find(key);
     if (it == root.end()) return def;
     if (!it->is_number_integer() || it->get<int64_t>() < min || it->get<int64_t>() > max) {
-      Error(key, fmt::format("expected an integer in [{}, {}], got {}", min, max, it->dump()));
+      Error(key, fmt::format("expected an integer in [{}, {}], got {}", min, max, Abbreviate(*it)));
       return def;
     }
     return it->get<int64_t>();
@@ -408,7 +544,7 @@ Json TrainerSpec::ToJson() const {
 size_t StageSpec::NumPoints() const {
   if (axes.empty()) return 0;
   size_t n = 1;
-  for (const auto& axis : axes) n *= axis.second.size();
+  for (const auto& axis : axes) n = SaturatingMul(n, axis.second.size());
   return n;
 }
 
@@ -446,12 +582,22 @@ Json SweepSpec::ToJson() const {
 }
 
 Status ParseSweepSpec(std::string_view text, const SpecLimits& limits, SweepSpec* out) {
+  if (text.size() > kMaxSpecBytes) {
+    return Status::InvalidArgument(
+        fmt::format("spec: {} bytes is more than the limit of {} bytes", text.size(), kMaxSpecBytes));
+  }
   Json root;
   Status s = ParseJson(text, &root);
   if (!s.ok()) return s;
   SweepSpec spec;
   SpecChecker checker(limits);
   checker.Check(root, &spec);
+  // Cross-key rules are the built-in trainer's; a command trainer's keys are its own.
+  if (checker.errors.empty() && !spec.trainer.is_command()) checker.CheckCrossKeys(spec);
+  if (checker.errors.empty() && spec.ToJson().dump().size() > kMaxSpecBytes) {
+    // Numbers written out again can grow ("1e15" -> "1000000000000000.0").
+    return Status::InvalidArgument(fmt::format("spec: normalised, it is more than the limit of {} bytes", kMaxSpecBytes));
+  }
   if (!checker.errors.empty()) {
     return Status::InvalidArgument(fmt::format("{}", fmt::join(checker.errors, "\n")));
   }

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "common/limits.h"
+
 namespace moesweep {
 namespace {
 
@@ -96,6 +98,8 @@ std::vector<ConfigKey> BuildKeys() {
 }
 
 std::string Suggest(std::string_view name, const std::vector<std::string_view>& candidates) {
+  // No key is this long; comparing a 10 MB name with every key would take seconds.
+  if (name.size() > kMaxSuggestedNameBytes) return "";
   std::string best;
   size_t best_distance = std::numeric_limits<size_t>::max();
   for (std::string_view c : candidates) {
@@ -150,16 +154,20 @@ Status CheckConfigValue(const ConfigKey& key, const Json& value, const std::stri
   switch (key.type) {
     case ValueType::kBool:
       if (!value.is_boolean()) {
-        return Status::InvalidArgument(fmt::format("{}: expected a boolean, got {}", path, value.dump()));
+        return Status::InvalidArgument(fmt::format("{}: expected a boolean, got {}", path, Abbreviate(value)));
       }
       return Status::Ok();
     case ValueType::kString:
       if (!value.is_string()) {
-        return Status::InvalidArgument(fmt::format("{}: expected a string, got {}", path, value.dump()));
+        return Status::InvalidArgument(fmt::format("{}: expected a string, got {}", path, Abbreviate(value)));
+      }
+      if (value.get_ref<const std::string&>().size() > kMaxStringBytes) {
+        return Status::InvalidArgument(fmt::format("{}: a string of {} bytes is longer than the limit of {} bytes", path,
+                                                   value.get_ref<const std::string&>().size(), kMaxStringBytes));
       }
       if (!key.choices.empty() &&
           std::find(key.choices.begin(), key.choices.end(), value.get<std::string>()) == key.choices.end()) {
-        return Status::InvalidArgument(fmt::format("{}: {} is not one of: {}", path, value.dump(),
+        return Status::InvalidArgument(fmt::format("{}: {} is not one of: {}", path, Abbreviate(value),
                                                    fmt::join(key.choices, ", ")));
       }
       return Status::Ok();
@@ -168,12 +176,12 @@ Status CheckConfigValue(const ConfigKey& key, const Json& value, const std::stri
       if (!value.is_number()) {
         return Status::InvalidArgument(fmt::format("{}: expected {}, got {}", path,
                                                    key.type == ValueType::kInt ? "an integer" : "a number",
-                                                   value.dump()));
+                                                   Abbreviate(value)));
       }
       double v = value.get<double>();
       if (!std::isfinite(v)) return Status::InvalidArgument(fmt::format("{}: must be finite", path));
       if (key.type == ValueType::kInt && (value.is_number_float() && std::floor(v) != v)) {
-        return Status::InvalidArgument(fmt::format("{}: expected an integer, got {}", path, value.dump()));
+        return Status::InvalidArgument(fmt::format("{}: expected an integer, got {}", path, Abbreviate(value)));
       }
       bool below = key.min_exclusive ? v <= key.min : v < key.min;
       if (below || v > key.max) {
@@ -184,7 +192,7 @@ Status CheckConfigValue(const ConfigKey& key, const Json& value, const std::stri
           range = fmt::format("in {}{}, {}]", key.min_exclusive ? "(" : "[", FormatNumber(key.min),
                               FormatNumber(key.max));
         }
-        return Status::InvalidArgument(fmt::format("{}: {} is out of range (must be {})", path, value.dump(), range));
+        return Status::InvalidArgument(fmt::format("{}: {} is out of range (must be {})", path, Abbreviate(value), range));
       }
       return Status::Ok();
     }
@@ -217,6 +225,50 @@ Status ValidateTrialConfig(const Json& config, const std::string& path) {
   CheckTrialConfig(config, path, &errors);
   if (errors.empty()) return Status::Ok();
   return Status::InvalidArgument(fmt::format("{}", fmt::join(errors, "\n")));
+}
+
+namespace {
+
+// The value of `key` in `config`, or its default.
+const Json& ValueOr(const Json& config, const char* key) {
+  auto it = config.find(key);
+  return it != config.end() ? *it : FindConfigKey(key)->default_value;
+}
+
+}  // namespace
+
+const std::vector<std::vector<std::string>>& CrossKeyRuleKeys() {
+  static const std::vector<std::vector<std::string>> groups = {
+      {"use_moe", "top_k", "num_experts"}, {"model", "d_model", "num_heads"}, {"dataset", "path"}};
+  return groups;
+}
+
+void CheckCrossKeyRules(const Json& config, const std::string& path, std::vector<std::string>* errors) {
+  if (!config.is_object()) return;
+  // Each rule runs only when its values have the right types; CheckTrialConfig reports the rest.
+  const Json& use_moe = ValueOr(config, "use_moe");
+  const Json& top_k = ValueOr(config, "top_k");
+  const Json& num_experts = ValueOr(config, "num_experts");
+  if (use_moe.is_boolean() && use_moe.get<bool>() && top_k.is_number() && num_experts.is_number() &&
+      top_k.get<int64_t>() > num_experts.get<int64_t>()) {
+    errors->push_back(fmt::format("{}: {} is more than num_experts ({})", JoinPath(path, "top_k"),
+                                  top_k.get<int64_t>(), num_experts.get<int64_t>()));
+  }
+  // Only keys the chosen model uses: a sweep over d_model of an MLP must not fail on the unused
+  // default num_heads.
+  const Json& model = ValueOr(config, "model");
+  const Json& d_model = ValueOr(config, "d_model");
+  const Json& num_heads = ValueOr(config, "num_heads");
+  if (model == "moe_transformer" && d_model.is_number() && num_heads.is_number() &&
+      num_heads.get<int64_t>() > 0 && d_model.get<int64_t>() % num_heads.get<int64_t>() != 0) {
+    errors->push_back(fmt::format("{}: {} does not divide d_model ({})", JoinPath(path, "num_heads"),
+                                  num_heads.get<int64_t>(), d_model.get<int64_t>()));
+  }
+  const Json& dataset = ValueOr(config, "dataset");
+  const Json& csv_path = ValueOr(config, "path");
+  if (dataset == "csv" && csv_path.is_string() && csv_path.get_ref<const std::string&>().empty()) {
+    errors->push_back(fmt::format("{}: dataset \"csv\" needs a path to the CSV file", JoinPath(path, "path")));
+  }
 }
 
 Json WithDefaults(const Json& config) {

@@ -46,12 +46,24 @@ void CheckTrialConfig(const Json& config, const std::string& path, std::vector<s
 // Same as CheckTrialConfig, as one Status (every problem on its own line).
 Status ValidateTrialConfig(const Json& config, const std::string& path = "config");
 
+// The rules between keys that every worker enforces (top_k <= num_experts when use_moe;
+// num_heads divides d_model for moe_transformer; dataset "csv" needs a path): the one definition,
+// used by the worker on each trial and by the coordinator on every config a spec can produce.
+// Keys missing from `config` take their defaults. Appends "<path>.<key>: ..." per broken rule.
+void CheckCrossKeyRules(const Json& config, const std::string& path, std::vector<std::string>* errors);
+
+// The keys each cross-key rule reads, one group per rule.
+const std::vector<std::vector<std::string>>& CrossKeyRuleKeys();
+
 // `config` with every missing key set to its default.
 Json WithDefaults(const Json& config);
 
 // Metrics the worker reports (per epoch or at the end); an objective must name one of them.
 const std::vector<std::string>& KnownMetrics();
 std::string SuggestMetric(std::string_view name);
+
+// Names longer than this get no "did you mean" (no key or metric is close to that long).
+inline constexpr size_t kMaxSuggestedNameBytes = 64;
 
 // Levenshtein distance, for suggestions.
 size_t EditDistance(std::string_view a, std::string_view b);

@@ -88,7 +88,7 @@ void Coordinator::GetSweep(const v1::GetSweepRequest& request, v1::GetSweepRespo
 }
 
 void Coordinator::ListSweeps(const v1::ListSweepsRequest& request, v1::ListSweepsResponse* response, Done done) {
-  Enqueue({false, [this, &request, response] { return engine_.ListSweeps(request.limit(), response); }, std::move(done)});
+  Enqueue({false, [this, &request, response] { return engine_.ListSweeps(request, response); }, std::move(done)});
 }
 
 void Coordinator::CancelSweep(const v1::CancelSweepRequest& request, v1::CancelSweepResponse* response, Done done) {
@@ -293,7 +293,13 @@ void Coordinator::Publish(const std::vector<v1::SweepEvent>& events) {
     bool progress = event.type() == v1::TRIAL_PROGRESS;
     sinks.erase(std::remove_if(sinks.begin(), sinks.end(),
                                [&](const LiveSink& live) {
-                                 return !(progress && live.skip_progress) && !live.sink->Push(event);
+                                 if (event.seq() <= live.after_seq) {
+                                   // Ahead of the whole sweep: nothing to send, but the watch ends with it.
+                                   if (event.type() == v1::SWEEP_FINISHED) live.sink->Close(Status::Ok());
+                                   return false;
+                                 }
+                                 if (progress && live.skip_progress) return false;
+                                 return !live.sink->Push(event);
                                }),
                 sinks.end());
     if (sinks.empty() || event.type() == v1::SWEEP_FINISHED) live_sinks_.erase(it);
@@ -317,7 +323,7 @@ void Coordinator::ReplayPage(int64_t sweep_id, int64_t after_seq, bool skip_prog
     if (events.empty()) sink->Close(Status::Ok());
     return;  // Otherwise the last replayed event is SWEEP_FINISHED and ends the stream.
   }
-  live_sinks_[sweep_id].push_back({sink, skip_progress});
+  live_sinks_[sweep_id].push_back({sink, skip_progress, after_seq});
   sink->ReplayDone(true);
 }
 

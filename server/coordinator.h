@@ -137,6 +137,7 @@ class Coordinator {
   struct LiveSink {
     std::shared_ptr<WatchSink> sink;
     bool skip_progress;
+    int64_t after_seq;  // Only events after this go to the sink (it may be ahead of the sweep).
   };
   std::unordered_map<int64_t, std::vector<LiveSink>> live_sinks_;
   std::atomic<EventLoop*> event_loop_{nullptr};  // Set on the thread; read by Enqueue to wake it.

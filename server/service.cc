@@ -7,14 +7,21 @@
 
 #include <fmt/format.h>
 #include <grpcpp/alarm.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/support/byte_buffer.h>
 
+#include "common/json.h"
+#include "common/limits.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moesweep/v1/moesweep.grpc.pb.h"
 
 namespace moesweep {
 
-using SweepAsync = v1::SweepService::AsyncService;
+// SubmitSweep is taken raw (bytes): protobuf refuses a string field that is not UTF-8 before any
+// handler runs, and the caller would only see INTERNAL "Unable to parse request".
+using SweepAsync = v1::SweepService::WithRawMethod_SubmitSweep<v1::SweepService::AsyncService>;
 using WorkerAsync = v1::WorkerService::AsyncService;
 using HealthAsync = grpc::health::v1::Health::AsyncService;
 
@@ -28,8 +35,135 @@ constexpr int kArmedPerSweepMethod = 2;
 // to the events already taken wait.
 constexpr int kMaxEventsPerPoll = 1024;
 // Events a watcher may have queued before it is dropped to database replay: a slow watcher costs
-// memory up to this, never time on the coordinator's thread.
+// memory up to this, never time on the coordinator's thread. Counted in bytes too (an event is
+// up to a few MB), per watcher and over all watchers: 200 stalled watchers once held 1.3 GB.
 constexpr size_t kWatchBacklog = 10000;
+constexpr size_t kWatchBacklogBytes = 4 << 20;
+constexpr size_t kAllWatchersBacklogBytes = 256 << 20;
+
+// Requests are checked here, before they reach the coordinator's thread, against common/limits.h.
+// Each check names the field and the limit.
+Status TooMany(const std::string& field, size_t n, size_t limit, const char* what) {
+  return Status::InvalidArgument(fmt::format("{}: {} {} is more than the limit of {}", field, n, what, limit));
+}
+
+Status CheckString(const std::string& field, const std::string& value, size_t limit) {
+  if (value.size() > limit) return TooMany(field, value.size(), limit, "bytes");
+  return Status::Ok();
+}
+
+Status CheckMetrics(const google::protobuf::Map<std::string, double>& metrics) {
+  if (metrics.size() > kMaxMetricsPerReport) return TooMany("metrics", metrics.size(), kMaxMetricsPerReport, "entries");
+  for (const auto& [name, value] : metrics) {
+    if (name.size() > kMaxMetricNameBytes) {
+      return Status::InvalidArgument(fmt::format("metrics[\"{}\"]: a name of {} bytes is longer than the limit of {}",
+                                                 Clip(name, kMaxEchoChars), name.size(), kMaxMetricNameBytes));
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckExpertStats(const v1::ExpertStats& stats) {
+  if (static_cast<size_t>(stats.layers_size()) > kMaxLayersPerReport) {
+    return TooMany("expert_stats.layers", stats.layers_size(), kMaxLayersPerReport, "layers");
+  }
+  for (int i = 0; i < stats.layers_size(); ++i) {
+    const v1::ExpertLayerStats& layer = stats.layers(i);
+    size_t experts = std::max(layer.usage_size(), layer.importance_size());
+    if (experts > kMaxExpertsPerLayer) {
+      return TooMany(fmt::format("expert_stats.layers[{}]", i), experts, kMaxExpertsPerLayer, "experts");
+    }
+  }
+  return Status::Ok();
+}
+
+// Requests without limits of their own.
+template <typename Request>
+Status CheckRequest(Request*) {
+  return Status::Ok();
+}
+
+Status CheckRequest(v1::SubmitSweepRequest* r) {
+  if (r->spec_json().size() > kMaxSpecBytes) return TooMany("spec_json", r->spec_json().size(), kMaxSpecBytes, "bytes");
+  return Status::Ok();
+}
+
+Status CheckRequest(v1::AcquireTrialRequest* r) { return CheckString("worker", r->worker(), kMaxStringBytes); }
+
+Status CheckRequest(v1::ReportProgressRequest* r) {
+  if (Status s = CheckString("lease_token", r->lease_token(), kMaxStringBytes); !s.ok()) return s;
+  if (Status s = CheckMetrics(r->metrics()); !s.ok()) return s;
+  return CheckExpertStats(r->expert_stats());
+}
+
+Status CheckRequest(v1::CompleteTrialRequest* r) {
+  if (Status s = CheckString("lease_token", r->lease_token(), kMaxStringBytes); !s.ok()) return s;
+  if (Status s = CheckMetrics(r->metrics()); !s.ok()) return s;
+  if (Status s = CheckExpertStats(r->expert_stats()); !s.ok()) return s;
+  // A failing worker must still be able to fail its trial: a long reason is cut, not refused.
+  if (r->error().size() > kMaxTrialErrorBytes) r->set_error(Clip(r->error(), kMaxTrialErrorBytes));
+  return Status::Ok();
+}
+
+Status CheckRequest(v1::ListSweepsRequest* r) {
+  if (r->limit() < 0) return Status::InvalidArgument(fmt::format("limit: {} is negative", r->limit()));
+  return CheckString("page_token", r->page_token(), 64);
+}
+
+Status CheckRequest(v1::ListTrialsRequest* r) {
+  if (r->limit() < 0) return Status::InvalidArgument(fmt::format("limit: {} is negative", r->limit()));
+  return CheckString("page_token", r->page_token(), 64);
+}
+
+// SubmitSweepRequest from its wire bytes, with spec_json's UTF-8 checked by us (see SweepAsync).
+Status DecodeSubmit(const grpc::ByteBuffer& raw, v1::SubmitSweepRequest* out) {
+  std::vector<grpc::Slice> slices;
+  if (!raw.Dump(&slices).ok()) return Status::InvalidArgument("request: unreadable");
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+  using Wire = google::protobuf::internal::WireFormatLite;
+  std::string spec;
+  for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+    if (Wire::GetTagFieldNumber(tag) == 1 && Wire::GetTagWireType(tag) == Wire::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length) || !in.ReadString(&spec, static_cast<int>(length))) {
+        return Status::InvalidArgument("request: not a SubmitSweepRequest");
+      }
+    } else if (!Wire::SkipField(&in, tag)) {
+      return Status::InvalidArgument("request: not a SubmitSweepRequest");
+    }
+  }
+  if (!in.ConsumedEntireMessage()) return Status::InvalidArgument("request: not a SubmitSweepRequest");
+  if (size_t bad = FindInvalidUtf8(spec); bad != std::string::npos) {
+    return Status::InvalidArgument(fmt::format("spec_json: invalid UTF-8 at byte offset {}", bad));
+  }
+  out->set_spec_json(std::move(spec));
+  return Status::Ok();
+}
+
+// The text of an error as sent: gRPC carries it in a header, and past 8 KiB of metadata the call
+// fails with RESOURCE_EXHAUSTED and the client sees nothing. Keeps whole lines (one problem
+// each), each clipped, then says how many were left out.
+std::string CapErrorText(const std::string& message) {
+  if (message.size() <= kMaxErrorTextBytes) return message;
+  std::string out;
+  size_t start = 0, lines = 0, kept = 0;
+  while (start <= message.size()) {
+    size_t end = message.find('\n', start);
+    if (end == std::string::npos) end = message.size();
+    ++lines;
+    std::string line = Clip(std::string_view(message).substr(start, end - start), 1024);
+    if (kept == lines - 1 && out.size() + line.size() + 1 <= kMaxErrorTextBytes - 64) {
+      if (!out.empty()) out += '\n';
+      out += line;
+      ++kept;
+    }
+    start = end + 1;
+  }
+  if (kept < lines) out += fmt::format("\n... and {} more", lines - kept);
+  return out;
+}
 
 // What finished, as each call's tags name it.
 enum Op { kRequest, kRead, kWrite, kFinish, kDone, kNumOps };
@@ -101,6 +235,9 @@ class Endpoint final : public EventLoop {
   HealthAsync* health() { return &health_; }
   bool draining() const { return draining_; }
   void AddStream(grpc::ServerContext* ctx) { streams_.insert(ctx); }
+  // Bytes of events queued for all watchers (WatchCall keeps its share up to date).
+  size_t watch_bytes() const { return watch_bytes_.load(std::memory_order_relaxed); }
+  void AddWatchBytes(int64_t delta) { watch_bytes_.fetch_add(static_cast<size_t>(delta), std::memory_order_relaxed); }
   void RemoveStream(grpc::ServerContext* ctx) { streams_.erase(ctx); }
 
  private:
@@ -123,6 +260,7 @@ class Endpoint final : public EventLoop {
   Tag wake_tag_{nullptr, 0};
   bool draining_ = false;
   std::unordered_set<grpc::ServerContext*> streams_;
+  std::atomic<size_t> watch_bytes_{0};  // Atomic only so that tests may read it.
 };
 
 namespace {
@@ -189,6 +327,9 @@ class UnaryCall final : public CallBase {
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;  // Answered; or the server is shutting down.
     new UnaryCall(endpoint_, service_, request_method_, forward_);
+    if (Status s = CheckRequest(&request_); !s.ok()) {
+      return responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+    }
     (endpoint_->coordinator()->*forward_)(request_, &response_, Held([this](const Status& s) {
       responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
     }));
@@ -229,6 +370,9 @@ class AcquireCall final : public CallBase {
     if (op != kRequest || !ok) return;
     ExpectDone();
     new AcquireCall(endpoint_);
+    if (Status s = CheckRequest(&request_); !s.ok()) {
+      return responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+    }
     double wait = std::max(0.0, request_.wait_seconds());
     // Answer "no trial" a little before the caller's deadline rather than let the call fail.
     auto until_deadline = std::chrono::duration<double>(ctx_.deadline() - std::chrono::system_clock::now()).count();
@@ -266,6 +410,7 @@ class ReportStreamCall final : public CallBase {
       case kRead:
         if (!ok) return stream_.Finish(grpc::Status::OK, Begin(kFinish));  // The worker closed its side.
         response_.Clear();
+        if (Status s = CheckRequest(&request_); !s.ok()) return stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
         endpoint_->coordinator()->ReportProgress(request_, &response_, Held([this](const Status& s) {
           if (s.ok()) return stream_.Write(response_, Begin(kWrite));
           stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
@@ -281,6 +426,42 @@ class ReportStreamCall final : public CallBase {
   grpc::ServerAsyncReaderWriter<v1::ReportProgressResponse, v1::ReportProgressRequest> stream_;
   v1::ReportProgressRequest request_;
   v1::ReportProgressResponse response_;
+};
+
+// SubmitSweep, read raw so that a spec that is not UTF-8 gets INVALID_ARGUMENT with its offset.
+class SubmitCall final : public CallBase {
+ public:
+  explicit SubmitCall(Endpoint* endpoint) : CallBase(endpoint), responder_(&ctx_) {
+    endpoint_->sweeps()->RequestSubmitSweep(&ctx_, &raw_, &responder_, endpoint_->cq(), endpoint_->cq(),
+                                            Begin(kRequest));
+  }
+
+ private:
+  void Handle(int op, bool ok) override {
+    if (op != kRequest || !ok) return;
+    new SubmitCall(endpoint_);
+    Status s = DecodeSubmit(raw_, &request_);
+    raw_.Clear();
+    if (s.ok()) s = CheckRequest(&request_);
+    if (!s.ok()) return Reply(s);
+    endpoint_->coordinator()->SubmitSweep(request_, &response_, Held([this](const Status& s) { Reply(s); }));
+  }
+
+  void Reply(const Status& s) {
+    grpc::ByteBuffer out;
+    if (s.ok()) {
+      std::string bytes = response_.SerializeAsString();
+      grpc::Slice slice(bytes);
+      out = grpc::ByteBuffer(&slice, 1);
+    }
+    responder_.Finish(out, ToGrpcStatus(s), Begin(kFinish));
+  }
+
+  grpc::ServerContext ctx_;
+  grpc::ByteBuffer raw_;
+  v1::SubmitSweepRequest request_;
+  v1::SubmitSweepResponse response_;
+  grpc::ServerAsyncResponseWriter<grpc::ByteBuffer> responder_;
 };
 
 class WatchCall;
@@ -309,16 +490,23 @@ class WatchCall final : public CallBase {
   }
   ~WatchCall() override {
     sink_->Detach();
+    Unqueued(queued_bytes_);
     endpoint_->RemoveStream(&ctx_);
   }
 
   bool Push(const v1::SweepEvent& event) {
     if (closing_) return false;
-    if (queue_.size() >= kWatchBacklog) {
+    size_t bytes = event.ByteSizeLong();
+    // An empty queue always takes one event, so every watcher makes progress.
+    bool full = !queue_.empty() && (queue_.size() >= kWatchBacklog || queued_bytes_ + bytes > kWatchBacklogBytes ||
+                                    endpoint_->watch_bytes() + bytes > kAllWatchersBacklogBytes);
+    if (full) {
       resume_ = true;  // Dropped from live delivery; catch up from the database once drained.
       return false;
     }
     queue_.push_back(event);
+    queued_bytes_ += bytes;
+    endpoint_->AddWatchBytes(bytes);
     last_seq_ = event.seq();
     WriteNext();
     return true;
@@ -378,6 +566,7 @@ class WatchCall final : public CallBase {
     if (writing_ || queue_.empty() || closing_) return;
     current_ = std::move(queue_.front());
     queue_.pop_front();
+    Unqueued(current_.ByteSizeLong());
     writing_ = true;
     // With more events queued, let gRPC buffer this one so a run of events goes out in one TCP
     // write; the last of the run (no hint) flushes. Measured +14-19% trials/s in the bench.
@@ -397,7 +586,14 @@ class WatchCall final : public CallBase {
   v1::WatchSweepRequest request_;
   grpc::ServerAsyncWriter<v1::SweepEvent> writer_;
   int64_t last_seq_ = 0;  // Last event queued; where a resumed replay starts.
+  void Unqueued(size_t bytes) {
+    bytes = std::min(bytes, queued_bytes_);
+    queued_bytes_ -= bytes;
+    endpoint_->AddWatchBytes(-static_cast<int64_t>(bytes));
+  }
+
   std::deque<v1::SweepEvent> queue_;
+  size_t queued_bytes_ = 0;  // ByteSizeLong of the events in queue_.
   v1::SweepEvent current_;  // The event being written.
   bool writing_ = false;
   bool resume_ = false;
@@ -471,13 +667,13 @@ void Endpoint::Start() {
   }
   Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
   Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestSubmitSweep, &C::SubmitSweep);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
   Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
   for (int i = 0; i < kArmedPerSweepMethod; ++i) {
+    new SubmitCall(this);
     new WatchCall(this);
     new HealthCheckCall(this);
     new HealthWatchCall(this);
@@ -487,15 +683,16 @@ void Endpoint::Start() {
 
 grpc::Status ToGrpcStatus(const Status& status) {
   using C = Status::Code;
+  std::string message = CapErrorText(status.message());
   switch (status.code()) {
     case C::kOk: return grpc::Status::OK;
-    case C::kInvalidArgument: return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, status.message());
-    case C::kNotFound: return grpc::Status(grpc::StatusCode::NOT_FOUND, status.message());
-    case C::kFailedPrecondition: return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, status.message());
-    case C::kUnavailable: return grpc::Status(grpc::StatusCode::UNAVAILABLE, status.message());
-    case C::kInternal: return grpc::Status(grpc::StatusCode::INTERNAL, status.message());
+    case C::kInvalidArgument: return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+    case C::kNotFound: return grpc::Status(grpc::StatusCode::NOT_FOUND, message);
+    case C::kFailedPrecondition: return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, message);
+    case C::kUnavailable: return grpc::Status(grpc::StatusCode::UNAVAILABLE, message);
+    case C::kInternal: return grpc::Status(grpc::StatusCode::INTERNAL, message);
   }
-  return grpc::Status(grpc::StatusCode::UNKNOWN, status.message());
+  return grpc::Status(grpc::StatusCode::UNKNOWN, message);
 }
 
 CoordinatorServer::CoordinatorServer(Coordinator* coordinator) : coordinator_(coordinator) {}
@@ -508,7 +705,9 @@ Status CoordinatorServer::Start(Coordinator* coordinator, const std::string& add
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
   server->endpoint_ = std::make_unique<Endpoint>(coordinator, &builder);
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  // Over our own limits, but not by much: a too-large spec still reaches CheckRequest and gets a
+  // message naming the limit; past this gRPC refuses it (RESOURCE_EXHAUSTED) without reading it.
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
     server->shut_down_ = true;  // Nothing was armed; the destructors clean up.
@@ -520,6 +719,8 @@ Status CoordinatorServer::Start(Coordinator* coordinator, const std::string& add
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+size_t CoordinatorServer::queued_watch_bytes() const { return endpoint_->watch_bytes(); }
 
 void CoordinatorServer::Shutdown() {
   if (shut_down_) return;

@@ -31,6 +31,8 @@ class CoordinatorServer {
   // flight. Shuts the coordinator down too: its thread is what serves the calls.
   void Shutdown();
   int port() const { return port_; }
+  // Bytes of events queued for watchers that have not taken them yet (bounded; for tests).
+  size_t queued_watch_bytes() const;
   grpc::Server* server() { return server_.get(); }
 
  private:

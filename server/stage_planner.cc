@@ -1,5 +1,6 @@
 #include "server/stage_planner.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -76,12 +77,14 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
       for (double v : acc.values) ss += (v - mean) * (v - mean);
       score.set_mean(mean);
       score.set_std(acc.values.size() > 1 ? std::sqrt(ss / (acc.values.size() - 1)) : 0.0);
+      // Finite values can still sum to infinity (two seeds at 1e308); such a score cannot win.
+      score.set_not_finite(!std::isfinite(score.mean()) || !std::isfinite(score.std()));
     }
     decision.points.push_back(score);
   }
   for (size_t i = 0; i < decision.points.size(); ++i) {
     const v1::PointScore& p = decision.points[i];
-    if (p.n() == 0) continue;
+    if (p.n() == 0 || p.not_finite()) continue;
     if (decision.winner < 0) {
       decision.winner = static_cast<int>(i);
       continue;
@@ -91,7 +94,12 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
     if (maximize ? p.mean() > best : p.mean() < best) decision.winner = static_cast<int>(i);
   }
   if (decision.winner < 0 && finished > 0) {
-    if (succeeded > 0) {
+    bool any_not_finite = std::any_of(decision.points.begin(), decision.points.end(),
+                                      [](const v1::PointScore& p) { return p.not_finite(); });
+    if (any_not_finite) {
+      decision.failure = fmt::format("{}: no grid point has a finite score for \"{}\" (their means or deviations "
+                                     "overflowed)", stage_label, metric);
+    } else if (succeeded > 0) {
       decision.failure = fmt::format("{}: no trial reported the objective metric \"{}\" ({} of {} trials succeeded)",
                                      stage_label, metric, succeeded, finished);
     } else if (first_error != nullptr) {

@@ -48,8 +48,9 @@ struct StageDecision {
   std::string failure;                 // Why there is no winner (only when every trial has finished).
 };
 
-// Scores every point (mean, sample std and n over seeds that succeeded with the objective) and
-// picks the best by goal; ties go to the earlier grid point. `stage_label` names the stage in
+// Scores every point (mean, sample std and n over seeds that succeeded with a finite objective)
+// and picks the best by goal; ties go to the earlier grid point. A point whose mean or std is not
+// finite is marked not_finite and cannot win. `stage_label` names the stage in
 // failure messages, e.g. `stage 2 "structure"`.
 StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximize, const std::string& metric,
                           const std::string& stage_label);

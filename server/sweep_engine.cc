@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/command_template.h"
+#include "common/limits.h"
 #include "server/stage_planner.h"
 
 namespace moesweep {
@@ -24,10 +25,25 @@ std::map<std::string, double> ToMap(const google::protobuf::Map<std::string, dou
   return std::map<std::string, double>(m.begin(), m.end());
 }
 
+// Stored configs were written by this coordinator, but a parse must still never throw here: an
+// exception on the coordinator's thread ends the process.
 Json WithoutSeed(const std::string& config_json) {
-  Json config = Json::parse(config_json);
+  Json config;
+  if (!ParseJson(config_json, &config).ok() || !config.is_object()) return Json::object();
   config.erase("seed");
   return config;
+}
+
+// A page token is the last id of the previous page, in decimal.
+bool ParsePageToken(const std::string& token, int64_t* id) {
+  *id = 0;
+  if (token.empty()) return true;
+  if (token.size() > 19) return false;
+  for (char c : token) {
+    if (c < '0' || c > '9') return false;
+    *id = *id * 10 + (c - '0');
+  }
+  return true;
 }
 
 }  // namespace
@@ -739,10 +755,23 @@ Status SweepEngine::GetSweep(int64_t sweep_id, v1::GetSweepResponse* response) {
   return Status::Ok();
 }
 
-Status SweepEngine::ListSweeps(int limit, v1::ListSweepsResponse* response) {
+Status SweepEngine::ListSweeps(const v1::ListSweepsRequest& request, v1::ListSweepsResponse* response) {
+  int64_t before = 0;
+  if (!ParsePageToken(request.page_token(), &before)) return Status::InvalidArgument("page_token: not one of ours");
+  int limit = request.limit() <= 0 ? kDefaultListPage : std::min(request.limit(), kMaxListPage);
   std::vector<SweepRow> rows;
-  RETURN_IF_ERROR(store_->ListSweeps(limit <= 0 ? 100 : limit, &rows));
-  for (const SweepRow& row : rows) RETURN_IF_ERROR(BuildSweep(row, response->add_sweeps()));
+  RETURN_IF_ERROR(store_->ListSweeps(limit + 1, before, &rows));
+  size_t bytes = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (static_cast<int>(i) == limit || (i > 0 && bytes > kMaxListPageBytes)) {
+      response->set_next_page_token(std::to_string(rows[i - 1].id));
+      break;
+    }
+    v1::Sweep* sweep = response->add_sweeps();
+    RETURN_IF_ERROR(BuildSweep(rows[i], sweep));
+    sweep->clear_spec_json();  // Up to 1 MiB each; GetSweep has it.
+    bytes += sweep->ByteSizeLong();
+  }
   return Status::Ok();
 }
 
@@ -752,10 +781,30 @@ Status SweepEngine::ListTrials(const v1::ListTrialsRequest& request, v1::ListTri
   TrialFilter filter;
   if (request.has_stage()) filter.stage = request.stage();
   filter.state = request.state();
-  std::vector<TrialRow> rows;
-  RETURN_IF_ERROR(store_->ListTrials(request.sweep_id(), filter, &rows));
-  for (TrialRow& r : rows) *response->add_trials() = std::move(r.trial);
-  return Status::Ok();
+  if (!ParsePageToken(request.page_token(), &filter.after_id)) {
+    return Status::InvalidArgument("page_token: not one of ours");
+  }
+  // Without a limit, a page is what fits in kMaxListPageBytes; rows are read a chunk at a time.
+  int64_t limit = request.limit() > 0 ? request.limit() : std::numeric_limits<int64_t>::max();
+  size_t bytes = 0;
+  int64_t last_id = filter.after_id;
+  for (;;) {
+    std::vector<TrialRow> rows;
+    filter.limit = std::min<int64_t>(limit - response->trials_size(), kMaxListPage) + 1;
+    RETURN_IF_ERROR(store_->ListTrials(request.sweep_id(), filter, &rows));
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (response->trials_size() == limit || (response->trials_size() > 0 && bytes > kMaxListPageBytes)) {
+        response->set_next_page_token(std::to_string(last_id));
+        return Status::Ok();
+      }
+      if (static_cast<int64_t>(i) == filter.limit - 1) break;  // The look-ahead row: read again next chunk.
+      bytes += rows[i].trial.ByteSizeLong();
+      last_id = rows[i].trial.trial_id();
+      *response->add_trials() = std::move(rows[i].trial);
+    }
+    if (static_cast<int64_t>(rows.size()) < filter.limit) return Status::Ok();  // No more.
+    filter.after_id = last_id;
+  }
 }
 
 Status SweepEngine::GetBestConfig(const v1::GetBestConfigRequest& request, v1::GetBestConfigResponse* response) {
@@ -763,7 +812,10 @@ Status SweepEngine::GetBestConfig(const v1::GetBestConfigRequest& request, v1::G
   RETURN_IF_ERROR(store_->GetSweep(request.sweep_id(), &row));
   std::vector<v1::StageResult> stages;
   RETURN_IF_ERROR(BuildStages(row, std::nullopt, &stages));
-  Json spec = Json::parse(row.spec_json);
+  Json spec;
+  if (!ParseJson(row.spec_json, &spec).ok() || !spec.is_object()) {
+    return Status::Internal(fmt::format("sweep {}: stored spec does not parse", request.sweep_id()));
+  }
   if (request.has_stage()) {
     int max_stage = static_cast<int>(spec["stages"].size());
     int min_stage = spec.contains("baseline") ? 0 : 1;

@@ -51,7 +51,8 @@ class SweepEngine {
 
   // --- Reads ---
   Status GetSweep(int64_t sweep_id, v1::GetSweepResponse* response);
-  Status ListSweeps(int limit, v1::ListSweepsResponse* response);
+  // Pages: see ListSweepsRequest / ListTrialsRequest in the proto.
+  Status ListSweeps(const v1::ListSweepsRequest& request, v1::ListSweepsResponse* response);
   Status ListTrials(const v1::ListTrialsRequest& request, v1::ListTrialsResponse* response);
   Status GetBestConfig(const v1::GetBestConfigRequest& request, v1::GetBestConfigResponse* response);
   // NotFound for an unknown sweep; `finished` when its final event is stored.

@@ -1,6 +1,14 @@
 #include "server/sweep_store.h"
 
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -87,34 +95,116 @@ constexpr const char* kTrialColumns =
     "  COALESCE((SELECT m.metrics FROM trial_metrics m WHERE m.trial_id = trials.id ORDER BY m.rowid DESC LIMIT 1), metrics) END, "
     "expert_stats, error, created_at, started_at, finished_at, lease_token, lost_leases, objective";
 
+// Metrics maps use nlohmann::json (a std::map), not the project's ordered Json: ordered_json
+// finds a key by linear search, which made a 100,000-entry report take seconds.
 void MetricsFromJson(const std::string& text, google::protobuf::Map<std::string, double>* out) {
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    (*out)[it.key()] = it->is_number() ? it->get<double>() : std::nan("");
+    double v = std::nan("");  // null: written by an older coordinator for any non-finite value.
+    if (it->is_number()) {
+      v = it->get<double>();
+    } else if (*it == "inf") {
+      v = std::numeric_limits<double>::infinity();
+    } else if (*it == "-inf") {
+      v = -std::numeric_limits<double>::infinity();
+    }
+    (*out)[it.key()] = v;
   }
+}
+
+// One lock per database file, held while the store is open: a second coordinator on the same
+// database would serve stale state and wait on SQLite's locks forever.
+Status LockDatabase(const std::string& path, int* fd_out) {
+  std::string lock_path = path + ".lock";
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return Status::Unavailable(fmt::format("cannot open lock file {}: {}", lock_path, std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char pid[32] = {0};
+    ssize_t n = ::pread(fd, pid, sizeof(pid) - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) return Status::Unavailable(fmt::format("cannot lock {}: {}", lock_path, std::strerror(err)));
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return Status::FailedPrecondition(
+        fmt::format("database {} is in use by another coordinator (pid {}, holding {}); stop it or use another --db",
+                    path, holder.empty() ? "unknown" : holder, lock_path));
+  }
+  std::string pid = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds without the pid; only the message of a second coordinator is poorer.
+  }
+  *fd_out = fd;
+  return Status::Ok();
 }
 
 }  // namespace
 
+SweepStore::~SweepStore() {
+  checkpointer_.reset();
+  statements_.clear();
+  db_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // Releases the flock.
+}
+
+Status SweepStore::CheckUsable() {
+  // Writable: a real write transaction, since SQLite opens a read-only file without complaint.
+  if (sqlite3_db_readonly(db_->handle(), "main") == 1) {
+    return Status::FailedPrecondition(fmt::format("database {} is read-only; the coordinator must write it", db_->path()));
+  }
+  {
+    Transaction txn(db_.get());
+    Status s = txn.status();
+    if (s.ok()) s = db_->Exec(fmt::format("PRAGMA user_version = {}", kSchemaVersion));
+    if (s.ok()) s = txn.Commit();
+    if (!s.ok()) {
+      return Status::FailedPrecondition(fmt::format("database {} cannot be written: {}", db_->path(), s.message()));
+    }
+  }
+  Statement check(db_.get(), "PRAGMA quick_check");
+  if (!check.ok()) return Status::FailedPrecondition(fmt::format("database {} is unreadable: {}", db_->path(), check.status().message()));
+  std::string result = check.Step() ? check.ColumnText(0) : check.status().message();
+  if (result != "ok") {
+    return Status::FailedPrecondition(
+        fmt::format("database {} is corrupt (PRAGMA quick_check: {}); restore a backup", db_->path(), Clip(result, 200)));
+  }
+  return Status::Ok();
+}
+
 std::string MetricsToJson(const std::map<std::string, double>& metrics) {
-  Json j = Json::object();
+  nlohmann::json j = nlohmann::json::object();
   for (const auto& [k, v] : metrics) {
+    // JSON has no infinities: they are written as strings, so what a worker reported comes back.
     if (std::isfinite(v)) {
       j[k] = v;
+    } else if (std::isinf(v)) {
+      j[k] = v > 0 ? "inf" : "-inf";
     } else {
-      j[k] = nullptr;
+      j[k] = "nan";
     }
   }
   return j.dump();
 }
 
 Status SweepStore::Open(const std::string& path, std::unique_ptr<SweepStore>* out) {
+  int lock_fd = -1;
+  if (path != ":memory:") {
+    Status locked = LockDatabase(path, &lock_fd);
+    if (!locked.ok()) return locked;
+  }
   std::unique_ptr<Database> db;
   Status s = Database::Open(path, /*read_only=*/false, &db);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    if (lock_fd >= 0) ::close(lock_fd);
+    return s;
+  }
   std::unique_ptr<SweepStore> store(new SweepStore(std::move(db)));
+  store->lock_fd_ = lock_fd;
   s = store->Migrate();
+  if (s.ok()) s = store->CheckUsable();
   if (!s.ok()) return s;
   if (path != ":memory:") store->checkpointer_ = WalCheckpointer::Start(store->db_.get());
   *out = std::move(store);
@@ -301,10 +391,11 @@ Status SweepStore::GetSweep(int64_t id, SweepRow* row) {
   return Status::Ok();
 }
 
-Status SweepStore::ListSweeps(int limit, std::vector<SweepRow>* rows) {
-  static const std::string sql = fmt::format("SELECT {} FROM sweeps ORDER BY id DESC LIMIT ?", kSweepColumns);
+Status SweepStore::ListSweeps(int limit, int64_t before_id, std::vector<SweepRow>* rows) {
+  static const std::string sql =
+      fmt::format("SELECT {} FROM sweeps WHERE ?2 <= 0 OR id < ?2 ORDER BY id DESC LIMIT ?1", kSweepColumns);
   PREPARE(stmt, sql.c_str());
-  stmt->Bind(1, limit);
+  stmt->Bind(1, limit).Bind(2, before_id);
   while (stmt->Step()) ReadSweepRow(*stmt, &rows->emplace_back());
   return stmt->status();
 }
@@ -361,10 +452,12 @@ Status SweepStore::ReadTrials(Statement* stmt, std::vector<TrialRow>* rows) {
 
 Status SweepStore::ListTrials(int64_t sweep_id, const TrialFilter& filter, std::vector<TrialRow>* rows) {
   static const std::string sql = fmt::format(
-      "SELECT {} FROM trials WHERE sweep_id = ?1 AND (?2 < 0 OR stage = ?2) AND (?3 = 0 OR state = ?3) ORDER BY id",
+      "SELECT {} FROM trials WHERE sweep_id = ?1 AND (?2 < 0 OR stage = ?2) AND (?3 = 0 OR state = ?3) AND id > ?4 "
+      "ORDER BY id LIMIT ?5",
       kTrialColumns);
   PREPARE(stmt, sql.c_str());
   stmt->Bind(1, sweep_id).Bind(2, filter.stage.value_or(-1)).Bind(3, static_cast<int>(filter.state));
+  stmt->Bind(4, filter.after_id).Bind(5, filter.limit);
   return ReadTrials(stmt, rows);
 }
 

@@ -52,6 +52,8 @@ struct TrialRow {
 struct TrialFilter {
   std::optional<int> stage;
   v1::TrialState state = v1::TRIAL_STATE_UNSPECIFIED;
+  int64_t after_id = 0;  // Only trials with a larger id (a page's start).
+  int64_t limit = -1;    // At most this many; -1 means all.
 };
 
 class SweepStore {
@@ -59,8 +61,12 @@ class SweepStore {
   static constexpr int kSchemaVersion = 1;
 
   // Opens `path` (":memory:" for tests) and migrates it to kSchemaVersion. A database written by
-  // a newer moesweep is refused rather than misread.
+  // a newer moesweep is refused rather than misread. Holds an exclusive lock on `<path>.lock`
+  // (with the pid inside) until destroyed, so a second store on the same file is refused
+  // (FailedPrecondition, naming the holder); so are a read-only file and one that fails
+  // PRAGMA quick_check.
   static Status Open(const std::string& path, std::unique_ptr<SweepStore>* out);
+  ~SweepStore();
 
   Status Begin();
   Status Commit();
@@ -83,7 +89,8 @@ class SweepStore {
 
   // Reads.
   Status GetSweep(int64_t id, SweepRow* row);  // NotFound when absent.
-  Status ListSweeps(int limit, std::vector<SweepRow>* rows);
+  // Newest first; with before_id > 0, only sweeps older than that id.
+  Status ListSweeps(int limit, int64_t before_id, std::vector<SweepRow>* rows);
   Status ListActiveSweeps(std::vector<SweepRow>* rows);  // RUNNING or CANCELLING, oldest first.
   Status ListStages(int64_t sweep_id, std::vector<StageRow>* rows);
   Status ListTrials(int64_t sweep_id, const TrialFilter& filter, std::vector<TrialRow>* rows);
@@ -99,6 +106,7 @@ class SweepStore {
  private:
   explicit SweepStore(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   Status Migrate();
+  Status CheckUsable();
   // A cached prepared statement; statements live as long as the store.
   Status Prepare(const char* sql, Statement** out);
   Status ReadTrials(Statement* stmt, std::vector<TrialRow>* rows);
@@ -107,9 +115,11 @@ class SweepStore {
   std::map<const char*, std::unique_ptr<Statement>> statements_;
   std::unique_ptr<WalCheckpointer> checkpointer_;  // Declared after db_: destroyed before it.
   bool in_transaction_ = false;
+  int lock_fd_ = -1;
 };
 
-// The coordinator's JSON form of a metrics map ({"val_accuracy": 0.91}); non-finite values become null.
+// The coordinator's JSON form of a metrics map ({"val_accuracy": 0.91}); JSON has no infinities,
+// so non-finite values are the strings "inf", "-inf" and "nan".
 std::string MetricsToJson(const std::map<std::string, double>& metrics);
 
 }  // namespace moesweep

@@ -69,18 +69,9 @@ Status ParseTrialConfig(const Json& config, TrialConfig* out) {
   t.label = str("label");
   t.val_fraction = num("val_fraction");
 
-  // Cross-key rules. Only keys the chosen model actually uses are checked, so that a sweep over
-  // d_model of an MLP does not fail on the (unused) default num_heads.
+  // Cross-key rules: one definition, shared with the coordinator's spec validation.
   std::vector<std::string> errors;
-  if (t.use_moe && t.top_k > t.num_experts) {
-    errors.push_back(fmt::format("config.top_k: {} is more than num_experts ({})", t.top_k, t.num_experts));
-  }
-  if (t.model == "moe_transformer" && t.d_model % t.num_heads != 0) {
-    errors.push_back(fmt::format("config.num_heads: {} does not divide d_model ({})", t.num_heads, t.d_model));
-  }
-  if (t.dataset == "csv" && t.path.empty()) {
-    errors.push_back("config.path: dataset \"csv\" needs a path to the CSV file");
-  }
+  CheckCrossKeyRules(c, "config", &errors);
   if (!errors.empty()) return Status::InvalidArgument(fmt::format("{}", fmt::join(errors, "\n")));
   *out = std::move(t);
   return Status::Ok();

@@ -371,5 +371,39 @@ TEST_F(CliServerTest, ExportWritesRecordsWithStageNames) {
   EXPECT_TRUE(Contains(unwritable.err, "moesweep: cannot write /nonexistent/dir/out.csv")) << unwritable.err;
 }
 
+TEST_F(CliServerTest, TrialsAndExportFollowEveryPage) {
+  for (int i = 1; i <= 5; ++i) {
+    v1::Trial* t = fake_.trials.add_trials();
+    t->set_trial_id(i);
+    t->set_sweep_id(FakeSweepService::kSweepId);
+    t->set_state(v1::TRIAL_SUCCEEDED);
+  }
+  fake_.trials_page = 2;
+  auto r = Cli({"trials", "7", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["trials"].size(), 5u);
+  r = Cli({"export", "7", "--format", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out).size(), 5u);
+}
+
+TEST_F(CliServerTest, SubmitRefusesInvalidUtf8BeforeSending) {
+  std::string path = ::testing::TempDir() + "/moesweep_bad_utf8.json";
+  std::ofstream(path) << "{\"name\": \"caf\xe9\"}";
+  auto r = Cli({"submit", path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "moesweep: " + path + ": invalid UTF-8 at byte offset 13\n");
+  EXPECT_TRUE(fake_.submitted_spec.empty());
+}
+
+TEST_F(CliServerTest, HugeTimeoutIsAFlagError) {
+  auto r = Cli({"sweeps", "--timeout", "1e308"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--timeout must be a positive number of seconds, got '1e308' (at most 86400, a day)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(Cli({"sweeps", "--timeout", "86400"}).code, 0);
+}
+
 }  // namespace
 }  // namespace moesweep::client

@@ -36,6 +36,7 @@ class FakeSweepService final : public v1::SweepService::Service {
   int64_t resend_overlap = 0;          // Misbehave: also resend this many events before after_seq.
   bool hold_open = false;              // After the last event, keep the stream open until cancelled.
   std::chrono::milliseconds unary_delay{0};
+  int trials_page = 0;                 // > 0: ListTrials answers pages of this many trials.
 
   // What the CLI sent.
   std::mutex mutex;
@@ -93,7 +94,13 @@ class FakeSweepService final : public v1::SweepService::Service {
     if (request->sweep_id() != kSweepId) return NotFound(request->sweep_id());
     std::lock_guard<std::mutex> lock(mutex);
     trials_request = *request;
-    *response = trials;
+    if (trials_page <= 0) {
+      *response = trials;
+      return grpc::Status::OK;
+    }
+    int from = request->page_token().empty() ? 0 : std::stoi(request->page_token());
+    for (int i = from; i < std::min(trials.trials_size(), from + trials_page); ++i) *response->add_trials() = trials.trials(i);
+    if (from + trials_page < trials.trials_size()) response->set_next_page_token(std::to_string(from + trials_page));
     return grpc::Status::OK;
   }
 

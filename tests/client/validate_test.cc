@@ -105,5 +105,19 @@ TEST(ValidateTest, ReadsStdinForDash) {
   EXPECT_TRUE(Contains(r.out, "-: valid sweep \"moe-core\"")) << r.out;
 }
 
+TEST(ValidateTest, InvalidUtf8IsReportedWithItsByteOffset) {
+  std::string path = WriteTemp("bad_utf8.json", std::string("{\"name\": \"ok\xff\"}"));
+  auto r = Cli({"validate", path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "moesweep: " + path + ": invalid UTF-8 at byte offset 12\n");
+}
+
+TEST(ValidateTest, ADirectoryIsReportedAsADirectory) {
+  auto r = Cli({"validate", ::testing::TempDir()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("invalid JSON"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace moesweep::client

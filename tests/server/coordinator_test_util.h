@@ -94,7 +94,7 @@ class TempDb {
 
  private:
   void Remove() {
-    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+    for (const char* suffix : {"", "-wal", "-shm", ".lock"}) std::filesystem::remove(path_ + suffix);
   }
   static inline int counter_ = 0;
   std::string path_;

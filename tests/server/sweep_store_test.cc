@@ -138,7 +138,7 @@ TEST(SweepStore, RollbackLeavesNothingBehind) {
   AddSweep(store.get());
   store->Rollback();
   std::vector<SweepRow> rows;
-  ASSERT_TRUE(store->ListSweeps(10, &rows).ok());
+  ASSERT_TRUE(store->ListSweeps(10, 0, &rows).ok());
   EXPECT_TRUE(rows.empty());
 }
 

@@ -157,9 +157,9 @@ Status ParseReport(std::string_view json_text, ParsedReport* out) {
       parsed.final = it->get<bool>();
     } else if (key == "metrics") {
       if (!it->is_object()) return Status::InvalidArgument("metrics: expected an object of name: number");
-      if (it->size() > kMaxReportMetrics) {
+      if (it->size() > kMaxMetricsPerReport) {
         return Status::InvalidArgument(fmt::format("metrics: {} entries, over the limit of {}", it->size(),
-                                                   kMaxReportMetrics));
+                                                   kMaxMetricsPerReport));
       }
       for (auto m = it->begin(); m != it->end(); ++m) {
         if (m.key().empty() || m.key().size() > kMaxMetricNameBytes) {
@@ -172,8 +172,8 @@ Status ParseReport(std::string_view json_text, ParsedReport* out) {
       }
     } else if (key == "expert_stats") {
       if (!it->is_array()) return Status::InvalidArgument("expert_stats: expected an array of layers");
-      if (it->size() > kMaxReportLayers) {
-        return Status::InvalidArgument(fmt::format("expert_stats: more than {} layers", kMaxReportLayers));
+      if (it->size() > kMaxLayersPerReport) {
+        return Status::InvalidArgument(fmt::format("expert_stats: more than {} layers", kMaxLayersPerReport));
       }
       for (size_t i = 0; i < it->size(); ++i) {
         ExpertLayerSummary layer;

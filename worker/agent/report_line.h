@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/limits.h"
 #include "common/status.h"
 #include "worker/agent/trial_runner.h"
 
@@ -20,12 +21,9 @@ namespace moesweep::worker {
 
 inline constexpr std::string_view kReportPrefix = "@moesweep ";
 
-// Bounds on one report; a line over them is refused (and logged), never truncated silently.
+// A report line over this is refused (and logged), never cut. A report also keeps to the
+// coordinator's bounds on what one report may carry (common/limits.h).
 inline constexpr size_t kMaxReportLineBytes = 1 << 20;
-inline constexpr size_t kMaxReportMetrics = 256;
-inline constexpr size_t kMaxMetricNameBytes = 128;
-inline constexpr size_t kMaxReportLayers = 64;
-inline constexpr size_t kMaxExpertsPerLayer = 1024;
 
 struct ParsedReport {
   std::optional<int64_t> step;
