@@ -58,15 +58,11 @@ std::string TransportCause(const std::string& message) {
 
 }  // namespace
 
-Coordinator Connect(const std::string& address, double timeout_s) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+Coordinator Connect(const std::string& address, double timeout_s, const rpc::ClientSecurity& security) {
   Coordinator c;
   c.address = address;
   c.timeout_s = timeout_s;
-  c.channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  c.channel = rpc::MakeChannel(address, security, rpc::Backoff{250, 5000});
   c.stub = v1::SweepService::NewStub(c.channel);
   return c;
 }
@@ -106,6 +102,14 @@ int ReportRpcError(const grpc::Status& status, const Coordinator& coordinator, c
       for (std::string line; std::getline(lines, line);) err << prefix << line << "\n";
       return kExitUsage;
     }
+    case grpc::StatusCode::UNAUTHENTICATED:
+      err << fmt::format("moesweep: coordinator at {} refused the call: {} (give a token with ${} or --token-file)\n",
+                         coordinator.address, status.error_message(), rpc::kTokenEnv);
+      return kExitError;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      err << fmt::format("moesweep: coordinator at {} refused the call: {}\n", coordinator.address,
+                         status.error_message());
+      return kExitError;
     case grpc::StatusCode::NOT_FOUND:
       err << "moesweep: " << (status.error_message().empty() ? subject + ": not found" : status.error_message())
           << "\n";

@@ -26,6 +26,8 @@ Status ParsePositiveInt(const std::string& flag, const std::string& value, int* 
 
 std::string WorkerUsage() {
   return "usage: moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]\n"
+         "                       [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]\n"
+         "       (the token comes from --token-file, else $MOESWEEP_TOKEN)\n"
          "       moesweep-worker run CONFIG.json [--threads T]\n";
 }
 
@@ -63,7 +65,9 @@ Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out) 
       return Status::Ok();
     };
     const bool run_flag = arg == "--threads";
-    const bool serve_flag = arg == "--coordinator" || arg == "--slots" || arg == "--threads-per-trial" || arg == "--name";
+    const bool serve_flag = arg == "--coordinator" || arg == "--slots" || arg == "--threads-per-trial" ||
+                            arg == "--name" || arg == "--token-file" || arg == "--tls-ca" || arg == "--tls-cert" ||
+                            arg == "--tls-key";
     if (!run_flag && !serve_flag) return Status::InvalidArgument(fmt::format("unknown flag {}", arg));
     if (run_flag != f.run) {
       return Status::InvalidArgument(
@@ -85,6 +89,13 @@ Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out) 
     } else if (arg == "--name") {
       if (value.empty()) s = Status::InvalidArgument("--name: empty");
       f.name = value;
+    } else {
+      std::string* path = arg == "--token-file" ? &f.security.token_file
+                          : arg == "--tls-ca"   ? &f.security.tls_ca
+                          : arg == "--tls-cert" ? &f.security.tls_cert
+                                                : &f.security.tls_key;
+      if (value.empty()) s = Status::InvalidArgument(fmt::format("{}: empty", arg));
+      *path = value;
     }
     if (!s.ok()) return s;
   }

@@ -1,6 +1,7 @@
 // Command line of moesweep-worker, and the `run` subcommand (one trial, locally).
 //
 //   moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]
+//                   [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
 //   moesweep-worker run CONFIG.json [--threads T]
 #ifndef MOESWEEP_WORKER_CLI_H_
 #define MOESWEEP_WORKER_CLI_H_
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "rpc/channel.h"
 #include "worker/trainer.h"
 
 namespace moesweep::worker {
@@ -23,6 +25,7 @@ struct WorkerFlags {
   int slots = 0;             // serve: 0 = one per core (divided by threads_per_trial)
   int threads_per_trial = 1;
   std::string name;          // serve: "" = host name
+  rpc::ClientSecurityFlags security;  // serve: --token-file, --tls-ca, --tls-cert, --tls-key
 };
 
 // Parses argv[1..]; an unknown flag, a missing or malformed value is an error naming the flag.

@@ -37,6 +37,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  moesweep::rpc::ClientSecurity security;
+  const char* token_env = std::getenv(moesweep::rpc::kTokenEnv);
+  s = moesweep::rpc::LoadClientSecurity(flags.security, token_env ? token_env : "", &security);
+  if (!s.ok()) {
+    std::fprintf(stderr, "moesweep-worker: %s\n", s.message().c_str());
+    return 2;
+  }
+
   mw::WorkerOptions options;
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   options.threads_per_trial = flags.threads_per_trial;
@@ -46,9 +54,10 @@ int main(int argc, char** argv) {
     char host[256] = {0};
     options.name = gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0' ? host : "worker";
   }
-  mw::WorkerLoop loop(mw::MakeCoordinatorChannel(flags.coordinator), options);
-  std::fprintf(stderr, "moesweep-worker: %s: %d slot(s) x %d thread(s), coordinator %s\n", options.name.c_str(),
-               options.slots, options.threads_per_trial, flags.coordinator.c_str());
+  mw::WorkerLoop loop(mw::MakeCoordinatorChannel(flags.coordinator, security), options);
+  std::fprintf(stderr, "moesweep-worker: %s: %d slot(s) x %d thread(s), coordinator %s (%s, %s)\n",
+               options.name.c_str(), options.slots, options.threads_per_trial, flags.coordinator.c_str(),
+               security.tls_ca_pem.empty() ? "plaintext" : "TLS", security.token.empty() ? "no token" : "token");
 
   std::thread([&loop, signals] {
     int sig = 0;

@@ -15,6 +15,8 @@
 #include <memory>
 #include <string>
 
+#include "rpc/channel.h"
+
 namespace grpc {
 class Channel;
 }
@@ -36,9 +38,11 @@ struct WorkerOptions {
   bool verbose = true;                 // Log to stderr.
 };
 
-// An insecure channel to the coordinator whose reconnect backoff is capped at a few seconds
-// (gRPC's default grows to two minutes), so a restarted coordinator is found again quickly.
-std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target);
+// A channel to the coordinator (TLS and token as `security` says) whose reconnect backoff is
+// capped at a few seconds (gRPC's default grows to two minutes), so a restarted coordinator is
+// found again quickly.
+std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target,
+                                                      const rpc::ClientSecurity& security = {});
 
 class WorkerLoop {
  public:
