@@ -1,4 +1,5 @@
 // moesweep-coordinator: flags, signals, and nothing else.
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -10,6 +11,7 @@
 
 #include "rpc/channel.h"
 #include "server/auth.h"
+#include "server/backup.h"
 #include "server/clock.h"
 #include "server/coordinator.h"
 #include "server/service.h"
@@ -19,6 +21,7 @@ namespace {
 constexpr const char* kUsage = R"(usage: moesweep-coordinator [--listen HOST:PORT] [--db PATH] [--max-stage-trials N]
                             [--token-file PATH] [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
        moesweep-coordinator hash-token ROLE [NAME] < TOKEN
+       moesweep-coordinator backup --db PATH --to FILE
 
 Serves the moesweep API (SweepService, WorkerService, grpc.health.v1, reflection) and keeps every
 sweep, trial, metric and event in a SQLite database. Unfinished sweeps resume on start.
@@ -35,6 +38,10 @@ sweep, trial, metric and event in a SQLite database. Unfinished sweeps resume on
 hash-token reads a token on stdin and prints its token-file line, e.g.
   openssl rand -hex 32 > worker.token
   moesweep-coordinator hash-token worker gpu-hosts < worker.token >> tokens.txt
+
+backup copies the database to a new FILE as one consistent snapshot, also while a coordinator
+serves it. To restore, stop the coordinator, replace its database file with the copy (removing
+PATH-wal and PATH-shm) and start it again.
 )";
 
 // Shorter tokens are refused by hash-token: the file holds unsalted hashes, and a short token's
@@ -74,10 +81,30 @@ int HashToken(int argc, char** argv) {
   return 0;
 }
 
+// `backup --db PATH --to FILE`.
+int Backup(int argc, char** argv) {
+  std::string db, to;
+  for (int i = 2; i < argc; ++i) {
+    std::string flag = argv[i];
+    std::string* out = flag == "--db" ? &db : flag == "--to" ? &to : nullptr;
+    if (out == nullptr) return Usage(fmt::format("backup: unknown flag '{}'", flag));
+    if (i + 1 >= argc) return Usage(fmt::format("backup: {} needs a path", flag));
+    *out = argv[++i];
+  }
+  if (db.empty() || to.empty()) return Usage("backup needs --db PATH and --to FILE");
+  auto started = std::chrono::steady_clock::now();
+  moesweep::Status s = moesweep::BackupDatabase(db, to);
+  if (!s.ok()) return Fail(s.message(), 1);
+  std::cerr << fmt::format("moesweep-coordinator: backed up {} to {} in {:.1f} s\n", db, to,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "hash-token") return HashToken(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "backup") return Backup(argc, argv);
   std::string listen = "127.0.0.1:50051";
   std::string db = "./moesweep.db";
   moesweep::CoordinatorOptions options;

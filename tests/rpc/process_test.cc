@@ -1,5 +1,6 @@
 // The security flags of the real programs: moesweep-coordinator (token file, hash-token, TLS,
-// the warning beyond loopback) and the `moesweep` CLI talking to it, as processes on loopback.
+// the warning beyond loopback) and the `moesweep` CLI talking to it, as processes on loopback;
+// and `moesweep-coordinator backup` while a coordinator serves.
 #include <chrono>
 #include <thread>
 
@@ -173,6 +174,34 @@ TEST_F(CoordinatorProcessTest, TheCliRefusesUnusableSecurityFlagsBeforeConnectin
   r = e2e::Run({MOESWEEP_CLI_BIN, "--token-file", "/nonexistent/token", "sweeps", "--coordinator", address_});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(Contains(r.err, "--token-file: cannot read")) << r.err;
+}
+
+TEST_F(CoordinatorProcessTest, BackupWhileServingRestoresEverySweep) {
+  Start({});
+  std::string spec = std::string(MOESWEEP_SOURCE_DIR) + "/sweeps/demo.json";
+  ASSERT_EQ(Cli({"submit", spec}).exit_code, 0);
+  ASSERT_EQ(Cli({"submit", spec}).exit_code, 0);
+  std::string copy = db_ + ".backup";
+  std::remove(copy.c_str());
+  CommandResult r = e2e::Run({MOESWEEP_COORDINATOR_BIN, "backup", "--db", db_, "--to", copy});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.err, "backed up " + db_ + " to " + copy)) << r.err;
+  ASSERT_EQ(Cli({"submit", spec}).exit_code, 0);  // After the backup: not in it.
+  r = e2e::Run({MOESWEEP_COORDINATOR_BIN, "backup", "--db", db_, "--to", copy});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "exists; not overwriting")) << r.err;
+
+  // Restore as documented: stop, replace the database file (dropping -wal and -shm), start.
+  coordinator_->Signal(SIGTERM);
+  ASSERT_EQ(coordinator_->Wait(std::chrono::seconds(10)), 0);
+  coordinator_.reset();
+  for (const char* suffix : {"-wal", "-shm"}) std::remove((db_ + suffix).c_str());
+  ASSERT_EQ(std::rename(copy.c_str(), db_.c_str()), 0);
+  Start({});
+  r = Cli({"sweeps", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.out, "\"sweep_id\": 2")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "\"sweep_id\": 3")) << r.out;
 }
 
 }  // namespace
