@@ -5,6 +5,7 @@
 #define MOESWEEP_TESTS_RPC_TEST_CERTS_H_
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,9 @@ inline const TestCerts& Certs() {
     c.client_cert = path("client.pem");
     c.client_key = path("client.key");
     c.other_ca = path("other-ca.pem");
+    static std::string dir_to_remove;
+    dir_to_remove = c.dir;
+    std::atexit([] { std::filesystem::remove_all(dir_to_remove); });
     return c;
   }();
   return certs;
