@@ -33,6 +33,10 @@ const std::vector<FlagSpec>& GlobalFlags() {
   static const std::vector<FlagSpec> flags = {
       {"coordinator", "HOST:PORT", "Coordinator address (default: $MOESWEEP_COORDINATOR, else 127.0.0.1:50051)."},
       {"timeout", "SECONDS", "Deadline of each call to the coordinator (default 10, at most 86400)."},
+      {"token-file", "PATH", "File holding the token to send (default: $MOESWEEP_TOKEN; none if unset)."},
+      {"tls-ca", "PEM", "Use TLS, trusting the CA certificates in PEM."},
+      {"tls-cert", "PEM", "Client certificate for a coordinator that requires one (with --tls-key)."},
+      {"tls-key", "PEM", "Private key of --tls-cert."},
       {"help", "", "Show help."},
   };
   return flags;
@@ -230,6 +234,12 @@ std::string BuildInvocation(const Command& command, const ParsedArgs& args, Invo
       return fmt::format("--format must be csv or json, got '{}'", inv->format);
     }
   }
+  if (std::string(command.name) != "validate") {  // The one command that never calls the coordinator.
+    rpc::ClientSecurityFlags flags{args.Value("token-file").value_or(""), args.Value("tls-ca").value_or(""),
+                                   args.Value("tls-cert").value_or(""), args.Value("tls-key").value_or("")};
+    Status s = rpc::LoadClientSecurity(flags, inv->env->token_env, &inv->security);
+    if (!s.ok()) return s.message();
+  }
   inv->json = args.Has("json");
   inv->watch = args.Has("watch");
   inv->progress = args.Has("progress");
@@ -247,7 +257,9 @@ int RunCli(const std::vector<std::string>& args, CliEnv& env) {
   size_t command_at = args.size();
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a == "--coordinator" || a == "--timeout") {
+    bool takes_value = std::any_of(GlobalFlags().begin(), GlobalFlags().end(),
+                                   [&](const FlagSpec& f) { return !f.value_name.empty() && a == "--" + f.name; });
+    if (takes_value) {
       ++i;
     } else if (a.empty() || a[0] != '-') {
       command_at = i;

@@ -18,6 +18,7 @@ struct CliEnv {
   std::ostream* err = nullptr;
   std::istream* in = nullptr;    // For a spec given as "-"; null means none.
   std::string coordinator_env;   // $MOESWEEP_COORDINATOR; empty when unset.
+  std::string token_env;         // $MOESWEEP_TOKEN; empty when unset. Never printed.
   // Reconnect timing and the Ctrl-C flag for watch; the rest of it is filled per command.
   WatchOptions watch;
 };

@@ -96,7 +96,7 @@ int WatchSweep(const Invocation& inv, const Coordinator& c) {
 int RunSubmit(const Invocation& inv) {
   std::string text;
   if (!ReadSpec(inv, &text)) return kExitUsage;
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   v1::SubmitSweepRequest request;
   request.set_spec_json(text);
   v1::SubmitSweepResponse response;
@@ -116,10 +116,10 @@ int RunSubmit(const Invocation& inv) {
   return WatchSweep(watch, c);
 }
 
-int RunWatch(const Invocation& inv) { return WatchSweep(inv, Connect(inv.address, inv.timeout_s)); }
+int RunWatch(const Invocation& inv) { return WatchSweep(inv, Connect(inv.address, inv.timeout_s, inv.security)); }
 
 int RunSweeps(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   v1::ListSweepsRequest request;
   request.set_limit(inv.limit);
   v1::ListSweepsResponse response;
@@ -142,7 +142,7 @@ int RunSweeps(const Invocation& inv) {
 }
 
 int RunShow(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   v1::GetSweepRequest request;
   request.set_sweep_id(inv.sweep_id);
   v1::GetSweepResponse response;
@@ -157,7 +157,7 @@ int RunShow(const Invocation& inv) {
 }
 
 int RunTrials(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   int code = kExitOk;
   std::string metric;
   if (!inv.json) {
@@ -183,7 +183,7 @@ int RunTrials(const Invocation& inv) {
 }
 
 int RunBest(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   v1::GetBestConfigRequest request;
   request.set_sweep_id(inv.sweep_id);
   if (inv.stage) request.set_stage(*inv.stage);
@@ -201,7 +201,7 @@ int RunBest(const Invocation& inv) {
 }
 
 int RunCancel(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   v1::CancelSweepRequest request;
   request.set_sweep_id(inv.sweep_id);
   v1::CancelSweepResponse response;
@@ -223,7 +223,7 @@ int RunCancel(const Invocation& inv) {
 }
 
 int RunHealth(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   auto health = grpc::health::v1::Health::NewStub(c.channel);
   grpc::ClientContext context;
   SetDeadline(c, &context);
@@ -237,7 +237,7 @@ int RunHealth(const Invocation& inv) {
 }
 
 int RunExport(const Invocation& inv) {
-  Coordinator c = Connect(inv.address, inv.timeout_s);
+  Coordinator c = Connect(inv.address, inv.timeout_s, inv.security);
   int code = kExitOk;
   v1::GetSweepRequest sweep_request;
   sweep_request.set_sweep_id(inv.sweep_id);

@@ -9,6 +9,7 @@
 #include "client/cli.h"
 #include "client/rpc.h"
 #include "moesweep/v1/moesweep.pb.h"
+#include "rpc/channel.h"
 
 namespace moesweep::client {
 
@@ -19,6 +20,7 @@ struct Invocation {
   std::ostream* err = nullptr;
   std::string address;
   double timeout_s = 10;
+  rpc::ClientSecurity security;      // Token and TLS, read from --token-file / $MOESWEEP_TOKEN / --tls-*.
   bool json = false;
   int64_t sweep_id = 0;
   std::string spec_path;             // submit, validate; "-" is stdin.

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   env.err = &std::cerr;
   env.in = &std::cin;
   if (const char* address = std::getenv("MOESWEEP_COORDINATOR")) env.coordinator_env = address;
+  if (const char* token = std::getenv("MOESWEEP_TOKEN")) env.token_env = token;
   env.watch.interrupt = &g_interrupt;
   return moesweep::client::RunCli(std::vector<std::string>(argv + 1, argv + argc), env);
 }

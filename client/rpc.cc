@@ -58,18 +58,13 @@ std::string TransportCause(const std::string& message) {
 
 }  // namespace
 
-Coordinator Connect(const std::string& address, double timeout_s) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  // Answers are paged to stay under gRPC's default 4 MiB; GetSweep of a sweep with many large
-  // stages is not, so the CLI takes more rather than fail on it.
-  args.SetMaxReceiveMessageSize(64 << 20);
+Coordinator Connect(const std::string& address, double timeout_s, const rpc::ClientSecurity& security) {
   Coordinator c;
   c.address = address;
   c.timeout_s = timeout_s;
-  c.channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  // Answers are paged to stay under gRPC's default 4 MiB; GetSweep of a sweep with many large
+  // stages is not, so the CLI takes more rather than fail on it.
+  c.channel = rpc::MakeChannel(address, security, rpc::Backoff{250, 5000}, 64 << 20);
   c.stub = v1::SweepService::NewStub(c.channel);
   return c;
 }
@@ -109,6 +104,14 @@ int ReportRpcError(const grpc::Status& status, const Coordinator& coordinator, c
       for (std::string line; std::getline(lines, line);) err << prefix << line << "\n";
       return kExitUsage;
     }
+    case grpc::StatusCode::UNAUTHENTICATED:
+      err << fmt::format("moesweep: coordinator at {} refused the call: {} (give a token with ${} or --token-file)\n",
+                         coordinator.address, status.error_message(), rpc::kTokenEnv);
+      return kExitError;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      err << fmt::format("moesweep: coordinator at {} refused the call: {}\n", coordinator.address,
+                         status.error_message());
+      return kExitError;
     case grpc::StatusCode::NOT_FOUND:
       err << "moesweep: " << (status.error_message().empty() ? subject + ": not found" : status.error_message())
           << "\n";

@@ -10,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "moesweep/v1/moesweep.grpc.pb.h"
+#include "rpc/channel.h"
 
 namespace moesweep::client {
 
@@ -31,9 +32,10 @@ struct Coordinator {
   std::unique_ptr<v1::SweepService::Stub> stub;
 };
 
-// Makes the channel. Nothing connects until the first call. Reconnect backoff is kept short
-// (at most 5 s) so a watch resumes soon after a coordinator restart.
-Coordinator Connect(const std::string& address, double timeout_s);
+// Makes the channel, with TLS and the token when `security` has them. Nothing connects until the
+// first call. Reconnect backoff is kept short (at most 5 s) so a watch resumes soon after a
+// coordinator restart.
+Coordinator Connect(const std::string& address, double timeout_s, const rpc::ClientSecurity& security = {});
 
 // Sets the unary-call deadline on `context`.
 void SetDeadline(const Coordinator& coordinator, grpc::ClientContext* context);

@@ -11,6 +11,8 @@ std::string Status::ToString() const {
     case Code::kFailedPrecondition: name = "failed precondition"; break;
     case Code::kUnavailable: name = "unavailable"; break;
     case Code::kInternal: name = "internal error"; break;
+    case Code::kUnauthenticated: name = "unauthenticated"; break;
+    case Code::kPermissionDenied: name = "permission denied"; break;
   }
   return std::string(name) + ": " + message_;
 }

@@ -10,7 +10,16 @@ namespace moesweep {
 
 class Status {
  public:
-  enum class Code { kOk, kInvalidArgument, kNotFound, kFailedPrecondition, kUnavailable, kInternal };
+  enum class Code {
+    kOk,
+    kInvalidArgument,
+    kNotFound,
+    kFailedPrecondition,
+    kUnavailable,
+    kInternal,
+    kUnauthenticated,   // No credentials, or ones nobody issued.
+    kPermissionDenied,  // Known caller, call outside its role.
+  };
 
   Status() = default;
   static Status Ok() { return Status(); }
@@ -21,6 +30,8 @@ class Status {
   }
   static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
   static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
+  static Status Unauthenticated(std::string msg) { return Status(Code::kUnauthenticated, std::move(msg)); }
+  static Status PermissionDenied(std::string msg) { return Status(Code::kPermissionDenied, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

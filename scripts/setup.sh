@@ -34,6 +34,8 @@ packages=(
   docker-compose
   # Tests drive the CLI and the two daemons as real processes.
   procps
+  # libcrypto for the coordinator's token hashes; the openssl command makes the TLS tests' certificates.
+  libssl-dev openssl
 )
 if [ "$bench" = 1 ]; then
   packages+=(python3-torch python3-optuna python3-numpy linux-perf)

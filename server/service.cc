@@ -15,6 +15,7 @@
 #include "common/json.h"
 #include "common/limits.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/auth.h"
 #include "moesweep/v1/moesweep.grpc.pb.h"
 
 namespace moesweep {
@@ -185,8 +186,10 @@ class Endpoint final : public EventLoop {
     int op;
   };
 
-  // Registers both services and the queue with `builder`, before BuildAndStart.
-  Endpoint(Coordinator* coordinator, grpc::ServerBuilder* builder) : coordinator_(coordinator) {
+  // Registers both services and the queue with `builder`, before BuildAndStart. `tokens` (null:
+  // every call is admitted) outlives the endpoint.
+  Endpoint(Coordinator* coordinator, const TokenTable* tokens, grpc::ServerBuilder* builder)
+      : coordinator_(coordinator), tokens_(tokens) {
     builder->RegisterService(&sweeps_);
     builder->RegisterService(&workers_);
     builder->RegisterService(&health_);
@@ -229,6 +232,16 @@ class Endpoint final : public EventLoop {
   }
 
   Coordinator* coordinator() { return coordinator_; }
+  // Whether the call's token allows `permission`; checked once its request has arrived, before
+  // anything reaches the coordinator.
+  Status Admit(const grpc::ServerContext& ctx, Permission permission) const {
+    if (tokens_ == nullptr) return Status::Ok();
+    const auto& metadata = ctx.client_metadata();
+    auto it = metadata.find("authorization");
+    std::optional<std::string_view> header;
+    if (it != metadata.end()) header = std::string_view(it->second.data(), it->second.size());
+    return tokens_->Authorize(header, permission);
+  }
   grpc::ServerCompletionQueue* cq() { return cq_.get(); }
   SweepAsync* sweeps() { return &sweeps_; }
   WorkerAsync* workers() { return &workers_; }
@@ -251,6 +264,7 @@ class Endpoint final : public EventLoop {
   }
 
   Coordinator* coordinator_;
+  const TokenTable* tokens_;
   SweepAsync sweeps_;
   WorkerAsync workers_;
   HealthAsync health_;
@@ -318,23 +332,31 @@ class UnaryCall final : public CallBase {
                                           grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
   using ForwardMethod = void (Coordinator::*)(const Request&, Response*, Coordinator::Done);
 
-  UnaryCall(Endpoint* endpoint, Service* service, RequestMethod request, ForwardMethod forward)
-      : CallBase(endpoint), service_(service), request_method_(request), forward_(forward), responder_(&ctx_) {
+  UnaryCall(Endpoint* endpoint, Permission permission, Service* service, RequestMethod request, ForwardMethod forward)
+      : CallBase(endpoint),
+        permission_(permission),
+        service_(service),
+        request_method_(request),
+        forward_(forward),
+        responder_(&ctx_) {
     (service_->*request_method_)(&ctx_, &request_, &responder_, endpoint_->cq(), endpoint_->cq(), Begin(kRequest));
   }
 
  private:
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;  // Answered; or the server is shutting down.
-    new UnaryCall(endpoint_, service_, request_method_, forward_);
-    if (Status s = CheckRequest(&request_); !s.ok()) {
-      return responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+    new UnaryCall(endpoint_, permission_, service_, request_method_, forward_);
+    Status s = endpoint_->Admit(ctx_, permission_);
+    if (s.ok()) s = CheckRequest(&request_);
+    if (!s.ok()) {
+      return responder_.FinishWithError(ToGrpcStatus(s), Begin(kFinish));
     }
     (endpoint_->coordinator()->*forward_)(request_, &response_, Held([this](const Status& s) {
       responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
     }));
   }
 
+  Permission permission_;
   Service* service_;
   RequestMethod request_method_;
   ForwardMethod forward_;
@@ -345,10 +367,12 @@ class UnaryCall final : public CallBase {
 };
 
 template <typename Service, typename Request, typename Response>
-void Arm(Endpoint* endpoint, int count, Service* service,
+void Arm(Endpoint* endpoint, int count, Permission permission, Service* service,
          typename UnaryCall<Service, Request, Response>::RequestMethod request,
          void (Coordinator::*forward)(const Request&, Response*, Coordinator::Done)) {
-  for (int i = 0; i < count; ++i) new UnaryCall<Service, Request, Response>(endpoint, service, request, forward);
+  for (int i = 0; i < count; ++i) {
+    new UnaryCall<Service, Request, Response>(endpoint, permission, service, request, forward);
+  }
 }
 
 // AcquireTrial: a long-poll, which must notice a caller that has gone away so that no trial is
@@ -370,8 +394,10 @@ class AcquireCall final : public CallBase {
     if (op != kRequest || !ok) return;
     ExpectDone();
     new AcquireCall(endpoint_);
-    if (Status s = CheckRequest(&request_); !s.ok()) {
-      return responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+    Status s = endpoint_->Admit(ctx_, Permission::kWork);
+    if (s.ok()) s = CheckRequest(&request_);
+    if (!s.ok()) {
+      return responder_.FinishWithError(ToGrpcStatus(s), Begin(kFinish));
     }
     double wait = std::max(0.0, request_.wait_seconds());
     // Answer "no trial" a little before the caller's deadline rather than let the call fail.
@@ -405,6 +431,9 @@ class ReportStreamCall final : public CallBase {
       case kRequest:
         if (!ok) return;
         new ReportStreamCall(endpoint_);
+        if (Status s = endpoint_->Admit(ctx_, Permission::kWork); !s.ok()) {
+          return stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
+        }
         endpoint_->AddStream(&ctx_);
         return stream_.Read(&request_, Begin(kRead));
       case kRead:
@@ -440,7 +469,8 @@ class SubmitCall final : public CallBase {
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;
     new SubmitCall(endpoint_);
-    Status s = DecodeSubmit(raw_, &request_);
+    Status s = endpoint_->Admit(ctx_, Permission::kSubmit);
+    if (s.ok()) s = DecodeSubmit(raw_, &request_);
     raw_.Clear();
     if (s.ok()) s = CheckRequest(&request_);
     if (!s.ok()) return Reply(s);
@@ -535,6 +565,11 @@ class WatchCall final : public CallBase {
         if (!ok) return;
         ExpectDone();
         new WatchCall(endpoint_);
+        if (Status s = endpoint_->Admit(ctx_, Permission::kRead); !s.ok()) {
+          closing_ = true;
+          close_status_ = ToGrpcStatus(s);
+          return FinishNow();
+        }
         endpoint_->AddStream(&ctx_);
         last_seq_ = request_.after_seq();
         return Watch();
@@ -665,13 +700,14 @@ void Endpoint::Start() {
     new AcquireCall(this);
     new ReportStreamCall(this);
   }
-  Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
-  Arm(this, kArmedPerWorkerMethod, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
-  Arm(this, kArmedPerSweepMethod, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
+  using P = Permission;
+  Arm(this, kArmedPerWorkerMethod, P::kWork, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
+  Arm(this, kArmedPerWorkerMethod, P::kWork, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
+  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
+  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
+  Arm(this, kArmedPerSweepMethod, P::kSubmit, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
+  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
+  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
   for (int i = 0; i < kArmedPerSweepMethod; ++i) {
     new SubmitCall(this);
     new WatchCall(this);
@@ -691,6 +727,8 @@ grpc::Status ToGrpcStatus(const Status& status) {
     case C::kFailedPrecondition: return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, message);
     case C::kUnavailable: return grpc::Status(grpc::StatusCode::UNAVAILABLE, message);
     case C::kInternal: return grpc::Status(grpc::StatusCode::INTERNAL, message);
+    case C::kUnauthenticated: return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, message);
+    case C::kPermissionDenied: return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, message);
   }
   return grpc::Status(grpc::StatusCode::UNKNOWN, message);
 }
@@ -699,19 +737,35 @@ CoordinatorServer::CoordinatorServer(Coordinator* coordinator) : coordinator_(co
 
 Status CoordinatorServer::Start(Coordinator* coordinator, const std::string& address,
                                 std::unique_ptr<CoordinatorServer>* out) {
+  return Start(coordinator, address, ServerSecurity{}, out);
+}
+
+Status CoordinatorServer::Start(Coordinator* coordinator, const std::string& address, const ServerSecurity& security,
+                                std::unique_ptr<CoordinatorServer>* out) {
   grpc::EnableDefaultHealthCheckService(false);  // Ours runs on the coordinator's thread.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer(coordinator));
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!security.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions tls(security.tls_client_ca_pem.empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    tls.pem_root_certs = security.tls_client_ca_pem;
+    tls.pem_key_cert_pairs.push_back({security.tls_key_pem, security.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(tls);
+  }
+  server->tokens_ = security.tokens;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
-  server->endpoint_ = std::make_unique<Endpoint>(coordinator, &builder);
+  builder.AddListeningPort(address, credentials, &server->port_);
+  server->endpoint_ = std::make_unique<Endpoint>(coordinator, server->tokens_.get(), &builder);
   // Over our own limits, but not by much: a too-large spec still reaches CheckRequest and gets a
   // message naming the limit; past this gRPC refuses it (RESOURCE_EXHAUSTED) without reading it.
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
     server->shut_down_ = true;  // Nothing was armed; the destructors clean up.
-    return Status::Unavailable(fmt::format("cannot listen on {} (address in use or invalid?)", address));
+    return Status::Unavailable(fmt::format("cannot listen on {} (address in use or invalid{}?)", address,
+                                           security.tls_cert_pem.empty() ? "" : ", or a bad TLS key or certificate"));
   }
   server->endpoint_->Start();
   *out = std::move(server);

@@ -13,6 +13,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "server/auth.h"
 #include "server/coordinator.h"
 
 namespace moesweep {
@@ -24,8 +25,13 @@ class Endpoint;  // The calls in flight and their completion queue (service.cc).
 // A coordinator served over gRPC, with the health service and server reflection turned on.
 class CoordinatorServer {
  public:
-  // Listens on `address` ("127.0.0.1:0" picks a free port; see port()).
+  // Listens on `address` ("127.0.0.1:0" picks a free port; see port()), plaintext, no tokens.
   static Status Start(Coordinator* coordinator, const std::string& address, std::unique_ptr<CoordinatorServer>* out);
+  // The same with TLS and tokens as `security` says. Tokens are checked when each call's request
+  // has arrived, before the coordinator sees it; grpc.health.v1 Check needs none (probes have
+  // none), nor does server reflection (it tells only what the public .proto says).
+  static Status Start(Coordinator* coordinator, const std::string& address, const ServerSecurity& security,
+                      std::unique_ptr<CoordinatorServer>* out);
   ~CoordinatorServer();
   // Stops taking calls, ends long-polls, watches and report streams, and waits for calls in
   // flight. Shuts the coordinator down too: its thread is what serves the calls.
@@ -38,6 +44,7 @@ class CoordinatorServer {
  private:
   explicit CoordinatorServer(Coordinator* coordinator);
   Coordinator* coordinator_;
+  std::shared_ptr<const TokenTable> tokens_;  // Read by endpoint_.
   std::unique_ptr<Endpoint> endpoint_;
   std::unique_ptr<grpc::Server> server_;  // Declared after endpoint_: destroyed before it.
   int port_ = 0;

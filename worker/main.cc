@@ -59,6 +59,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  moesweep::rpc::ClientSecurity security;
+  const char* token_env = std::getenv(moesweep::rpc::kTokenEnv);
+  s = moesweep::rpc::LoadClientSecurity(flags.security, token_env ? token_env : "", &security);
+  if (!s.ok()) {
+    std::fprintf(stderr, "moesweep-worker: %s\n", s.message().c_str());
+    return 2;
+  }
+
   mw::WorkerOptions options;
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   options.gpus = flags.gpus;
@@ -89,12 +97,13 @@ int main(int argc, char** argv) {
     kinds += (kinds.empty() ? "" : ", ") + runner->kind();
   }
 
-  mw::WorkerLoop loop(mw::MakeCoordinatorChannel(flags.coordinator), options);
+  mw::WorkerLoop loop(mw::MakeCoordinatorChannel(flags.coordinator, security), options);
   std::string gpus;
   for (int g : flags.gpus) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
-  std::fprintf(stderr, "moesweep-worker: %s: %d slot(s) x %d thread(s), trainers %s, GPUs %s, coordinator %s\n",
+  std::fprintf(stderr, "moesweep-worker: %s: %d slot(s) x %d thread(s), trainers %s, GPUs %s, coordinator %s (%s, %s)\n",
                options.name.c_str(), options.slots, flags.threads_per_trial, kinds.c_str(),
-               gpus.empty() ? "none" : gpus.c_str(), flags.coordinator.c_str());
+               gpus.empty() ? "none" : gpus.c_str(), flags.coordinator.c_str(),
+               security.tls_ca_pem.empty() ? "plaintext" : "TLS", security.token.empty() ? "no token" : "token");
 
   std::thread([&loop, signals] {
     int sig = 0;

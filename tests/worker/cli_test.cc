@@ -21,6 +21,22 @@ TEST(WorkerFlagsTest, ServeMode) {
   EXPECT_EQ(f.name, "w1");
 }
 
+TEST(WorkerFlagsTest, SecurityFlagsNameFilesNotSecrets) {
+  WorkerFlags f;
+  ASSERT_TRUE(Parse({"--coordinator", "h:1", "--token-file", "w.token", "--tls-ca=ca.pem", "--tls-cert", "c.pem",
+                     "--tls-key", "c.key"},
+                    &f)
+                  .ok());
+  EXPECT_EQ(f.security.token_file, "w.token");
+  EXPECT_EQ(f.security.tls_ca, "ca.pem");
+  EXPECT_EQ(f.security.tls_cert, "c.pem");
+  EXPECT_EQ(f.security.tls_key, "c.key");
+  EXPECT_NE(Parse({"--coordinator", "h:1", "--token", "secret"}, &f).message().find("unknown flag --token"),
+            std::string::npos);
+  EXPECT_NE(Parse({"run", "c.json", "--tls-ca", "ca.pem"}, &f).message().find("--tls-ca is only for"),
+            std::string::npos);
+}
+
 TEST(WorkerFlagsTest, RunMode) {
   WorkerFlags f;
   ASSERT_TRUE(Parse({"run", "cfg.json", "--threads", "2"}, &f).ok());

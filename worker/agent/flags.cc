@@ -49,7 +49,9 @@ Status ParseGpuList(const std::string& value, std::vector<int>* out) {
 std::string WorkerUsage(bool with_builtin) {
   std::string usage =
       "usage: moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]\n"
-      "                       [--gpus 0,1,...] [--log-dir DIR] [--runs-dir DIR] [--kill-grace SECONDS]\n";
+      "                       [--gpus 0,1,...] [--log-dir DIR] [--runs-dir DIR] [--kill-grace SECONDS]\n"
+      "                       [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]\n"
+      "       (the token comes from --token-file, else $MOESWEEP_TOKEN)\n";
   if (with_builtin) usage += "       moesweep-worker run CONFIG.json [--threads T]\n";
   usage += with_builtin ? "trainers: builtin (LibTorch), command\n" : "trainers: command (built without LibTorch)\n";
   return usage;
@@ -91,7 +93,8 @@ Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out) 
     const bool run_flag = arg == "--threads";
     const bool serve_flag = arg == "--coordinator" || arg == "--slots" || arg == "--threads-per-trial" ||
                             arg == "--name" || arg == "--gpus" || arg == "--log-dir" || arg == "--runs-dir" ||
-                            arg == "--kill-grace";
+                            arg == "--kill-grace" || arg == "--token-file" || arg == "--tls-ca" ||
+                            arg == "--tls-cert" || arg == "--tls-key";
     if (!run_flag && !serve_flag) return Status::InvalidArgument(fmt::format("unknown flag {}", arg));
     if (run_flag != f.run) {
       return Status::InvalidArgument(
@@ -125,6 +128,13 @@ Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out) 
         s = Status::InvalidArgument(fmt::format("--kill-grace: \"{}\" is not a number of seconds in [0, 3600]", value));
       }
       f.kill_grace_seconds = v;
+    } else {
+      std::string* path = arg == "--token-file" ? &f.security.token_file
+                          : arg == "--tls-ca"   ? &f.security.tls_ca
+                          : arg == "--tls-cert" ? &f.security.tls_cert
+                                                : &f.security.tls_key;
+      if (value.empty()) s = Status::InvalidArgument(fmt::format("{}: empty", arg));
+      *path = value;
     }
     if (!s.ok()) return s;
   }

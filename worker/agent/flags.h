@@ -2,6 +2,7 @@
 //
 //   moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]
 //                   [--gpus 0,1,...] [--log-dir DIR] [--runs-dir DIR] [--kill-grace SECONDS]
+//                   [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
 //   moesweep-worker run CONFIG.json [--threads T]      (built-in trainer only)
 #ifndef MOESWEEP_WORKER_AGENT_FLAGS_H_
 #define MOESWEEP_WORKER_AGENT_FLAGS_H_
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "rpc/channel.h"
 
 namespace moesweep::worker {
 
@@ -26,6 +28,7 @@ struct WorkerFlags {
   std::string log_dir = "moesweep-logs";   // Command trainers' output, one file per attempt.
   std::string runs_dir = "moesweep-runs";  // Command trainers' {output_dir} folders.
   double kill_grace_seconds = 10;          // SIGTERM -> SIGKILL for a command trainer.
+  rpc::ClientSecurityFlags security;       // serve: --token-file, --tls-ca, --tls-cert, --tls-key
 };
 
 // Parses argv[1..]; an unknown flag, a missing or malformed value is an error naming the flag.

@@ -371,12 +371,8 @@ bool FindMetric(const Metrics& metrics, const std::string& name, double* value) 
   return false;
 }
 
-std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 500);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target, const rpc::ClientSecurity& security) {
+  return rpc::MakeChannel(target, security, rpc::Backoff{500, 5000});
 }
 
 WorkerLoop::WorkerLoop(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "rpc/channel.h"
+
 namespace grpc {
 class Channel;
 }
@@ -41,9 +43,11 @@ struct WorkerOptions {
   bool verbose = true;                 // Log to stderr.
 };
 
-// An insecure channel to the coordinator whose reconnect backoff is capped at a few seconds
-// (gRPC's default grows to two minutes), so a restarted coordinator is found again quickly.
-std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target);
+// A channel to the coordinator (TLS and token as `security` says) whose reconnect backoff is
+// capped at a few seconds (gRPC's default grows to two minutes), so a restarted coordinator is
+// found again quickly.
+std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target,
+                                                      const rpc::ClientSecurity& security = {});
 
 class WorkerLoop {
  public:
