@@ -4,7 +4,7 @@
 #
 #   scripts/setup.sh            # packages + build (Release) into ./build
 #   scripts/setup.sh --no-build # packages only
-#   scripts/setup.sh --bench    # also the peers the benchmarks compare against (python3-torch, optuna)
+#   scripts/setup.sh --bench    # also the peers the benchmarks compare against (optuna, perf)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -36,9 +36,12 @@ packages=(
   procps
   # libcrypto for the coordinator's token hashes; the openssl command makes the TLS tests' certificates.
   libssl-dev openssl
+  # Command trainers: the Python library's tests, the PyTorch example trainer (real PyTorch) and the
+  # C++/Python expert-statistics parity test.
+  python3-torch python3-yaml
 )
 if [ "$bench" = 1 ]; then
-  packages+=(python3-torch python3-optuna python3-numpy linux-perf)
+  packages+=(python3-optuna python3-numpy linux-perf)
 fi
 
 missing=()
