@@ -250,5 +250,37 @@ TEST_F(CommandTrainerEndToEnd, SubmissionRefusesUnresolvedPlaceholdersAndUnusedK
       << v.out;
 }
 
+// The shipped example trainers (real PyTorch for pytorch_moe) as a worker runs them: each sweep file
+// cut to its baseline and two points of its first stage, one seed.
+TEST_F(CommandTrainerEndToEnd, ShippedExampleTrainersRunUnderAWorker) {
+  StartCoordinator();
+  StartWorker("w1");
+  StartWorker("w2");
+  const std::filesystem::path source = MOESWEEP_SOURCE_DIR;
+  for (const char* file : {"sweeps/pytorch_moe.json", "examples/seed001_quick_test/sweep.json",
+                           "examples/yacs_config/sweep.json"}) {
+    SCOPED_TRACE(file);
+    Json spec = Json::parse(ReadFile(source / file));
+    spec["trainer"]["workdir"] = source.string();  // Its paths are relative to the repository root.
+    spec["seeds"] = {spec["seeds"][0]};
+    Json first = spec["stages"][0];
+    Json grid = Json::object();
+    for (auto axis = first["grid"].begin(); axis != first["grid"].end(); ++axis) {
+      grid[axis.key()] = grid.empty() ? Json{(*axis)[0], (*axis)[1]} : Json{(*axis)[0]};
+    }
+    spec["stages"] = {{{"name", first["name"]}, {"grid", grid}}};
+    CommandResult watched = Cli({"submit", WriteSpec(spec), "--watch"}, seconds(300));
+    ASSERT_EQ(watched.exit_code, 0) << watched.out << watched.err;
+    int64_t id = CliJson({"sweeps"})["sweeps"][0]["sweep_id"].get<int64_t>();
+    std::vector<Json> trials = Trials(id);
+    ASSERT_EQ(trials.size(), spec.contains("baseline") ? 3u : 2u);
+    for (const Json& t : trials) {
+      EXPECT_EQ(t["state"], "TRIAL_SUCCEEDED") << t.dump();
+      double accuracy = t["metrics"].value("val_accuracy", 0.0);
+      EXPECT_GT(accuracy, 0.3) << "no better than chance: " << t.dump();  // 10 or fewer classes.
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moesweep::e2e
