@@ -3,7 +3,8 @@
 # machine: a coordinator and two workers on loopback, the sweep submitted and watched live, the
 # best configuration of each stage printed, and everything shut down again.
 #
-#   bash scripts/demo.sh [SPEC.json]      # default sweeps/demo.json
+#   bash scripts/demo.sh [SPEC.json]      # default sweeps/demo.json (built-in trainer)
+#   bash scripts/demo.sh sweeps/pytorch_moe.json   # your-own-program path: a PyTorch command trainer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 spec="${1:-sweeps/demo.json}"
@@ -34,7 +35,7 @@ for _ in $(seq 100); do "$bin/client/moesweep" health >/dev/null 2>&1 && break; 
 # One slot per worker and one thread per trial: two workers keep both cores busy.
 for name in worker-1 worker-2; do
   "$bin/worker/moesweep-worker" --coordinator "$address" --slots 1 --threads-per-trial 1 --name "$name" \
-    2>"$work/$name.log" &
+    --log-dir "$work/trial-logs" --runs-dir "$work/runs" 2>"$work/$name.log" &
   pids+=($!)
 done
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "common/json.h"
+#include "worker/agent/report_line.h"
 
 namespace moesweep::worker {
 
@@ -12,16 +13,7 @@ std::string ResultToJson(const TrialResult& result) {
   Json metrics = Json::object();
   for (const auto& [k, v] : result.metrics) metrics[k] = v;
   Json layers = Json::array();
-  for (const ExpertLayerSummary& s : result.expert_stats) {
-    layers.push_back(Json{{"layer", s.layer},
-                          {"usage", s.usage},
-                          {"importance", s.importance},
-                          {"usage_variance", s.usage_variance},
-                          {"activation_rate", s.activation_rate},
-                          {"gate_weight_variance", s.gate_weight_variance},
-                          {"router_entropy", s.router_entropy},
-                          {"load_cv", s.load_cv}});
-  }
+  for (const ExpertLayerSummary& s : result.expert_stats) layers.push_back(ExpertLayerJson(s));
   return Json{{"metrics", metrics}, {"expert_stats", layers}}.dump(2);
 }
 

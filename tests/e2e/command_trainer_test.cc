@@ -35,6 +35,15 @@ Json CommandSpec() {
   return spec;
 }
 
+// One trial that runs until it is stopped.
+Json SlowSpec() {
+  Json spec = CommandSpec();
+  spec.erase("baseline");
+  spec["seeds"] = {1};
+  spec["stages"] = Json::parse(R"([{"name": "slow", "grid": {"behaviour": ["slow"]}}])");
+  return spec;
+}
+
 // The pids a "slow" trial wrote into its output folder (the trainer and its child), once written.
 std::vector<pid_t> SlowTrialPids(const std::filesystem::path& runs) {
   std::vector<pid_t> pids;
@@ -133,11 +142,7 @@ TEST_F(CommandTrainerEndToEnd, CrashingHangingAndNoisyTrainersAreReportedAndTheW
 
 TEST_F(CommandTrainerEndToEnd, CancelDuringATrialEndsItsWholeProcessGroup) {
   StartCoordinator();
-  Json spec = CommandSpec();
-  spec.erase("baseline");
-  spec["seeds"] = {1};
-  spec["stages"] = Json::parse(R"([{"name": "slow", "grid": {"behaviour": ["slow"]}}])");
-  int64_t id = Submit(spec);
+  int64_t id = Submit(SlowSpec());
   StartWorker("w1");
   std::vector<pid_t> pids;
   ASSERT_TRUE(WaitFor([&] { return (pids = SlowTrialPids(dir_ / "runs")).size() == 2; }, seconds(60), "the trainer"));
@@ -152,11 +157,7 @@ TEST_F(CommandTrainerEndToEnd, CancelDuringATrialEndsItsWholeProcessGroup) {
 
 TEST_F(CommandTrainerEndToEnd, WorkerSigtermReleasesTheTrialAndLeavesNoOrphan) {
   StartCoordinator();
-  Json spec = CommandSpec();
-  spec.erase("baseline");
-  spec["seeds"] = {1};
-  spec["stages"] = Json::parse(R"([{"name": "slow", "grid": {"behaviour": ["slow"]}}])");
-  int64_t id = Submit(spec);
+  int64_t id = Submit(SlowSpec());
   Process* worker = StartWorker("w1", {"--kill-grace", "5"});
   std::vector<pid_t> pids;
   ASSERT_TRUE(WaitFor([&] { return (pids = SlowTrialPids(dir_ / "runs")).size() == 2; }, seconds(60), "the trainer"));

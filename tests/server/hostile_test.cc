@@ -16,6 +16,7 @@
 #include "common/limits.h"
 #include "moesweep/v1/moesweep.grpc.pb.h"
 #include "server/service.h"
+#include "tests/server/service_fixture.h"
 #include "server/stage_planner.h"
 #include "server/sweep_store.h"
 #include "tests/server/coordinator_test_util.h"
@@ -32,22 +33,8 @@ constexpr const char* kSpec = R"({
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-class HostileServiceTest : public ::testing::Test {
+class HostileServiceTest : public ServiceFixture {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(Coordinator::Open(db_.path(), {}, &clock_, &coordinator_).ok());
-    ASSERT_TRUE(CoordinatorServer::Start(coordinator_.get(), "127.0.0.1:0", &server_).ok());
-    channel_ = server_->server()->InProcessChannel(grpc::ChannelArguments());
-    sweeps_ = v1::SweepService::NewStub(channel_);
-    workers_ = v1::WorkerService::NewStub(channel_);
-  }
-  void TearDown() override {
-    server_.reset();
-    coordinator_.reset();
-  }
-  static void Deadline(grpc::ClientContext* ctx, int seconds = 10) {
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  }
   grpc::Status Submit(const std::string& spec, v1::SubmitSweepResponse* out) {
     grpc::ClientContext ctx;
     Deadline(&ctx);
@@ -64,14 +51,6 @@ class HostileServiceTest : public ::testing::Test {
     EXPECT_TRUE(workers_->AcquireTrial(&ctx, req, &out).ok());
     return out;
   }
-
-  TempDb db_{"hostile_test"};
-  SystemClock clock_;
-  std::unique_ptr<Coordinator> coordinator_;
-  std::unique_ptr<CoordinatorServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::SweepService::Stub> sweeps_;
-  std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
 
 TEST_F(HostileServiceTest, SpecWithThousandsOfErrorsGetsACappedInvalidArgument) {

@@ -8,6 +8,7 @@
 #include "server/auth.h"
 #include "server/service.h"
 #include "tests/server/coordinator_test_util.h"
+#include "tests/server/service_fixture.h"
 
 namespace moesweep {
 namespace {
@@ -22,24 +23,16 @@ constexpr const char* kSpec = R"({
   "stages": [{"name": "width", "grid": {"expert_hidden_dim": [16, 32]}}]
 })";
 
-class ServiceAuthTest : public ::testing::Test {
+class ServiceAuthTest : public ServiceFixture {
  protected:
-  void SetUp() override {
+  ServerSecurity Security() override {
     auto tokens = std::make_shared<TokenTable>();
     std::string file = TokenFileLine(Role::kWorker, kWorker, "farm") + "\n" + TokenFileLine(Role::kRead, kRead, "") +
                        "\n" + TokenFileLine(Role::kSubmit, kSubmit, "admin") + "\n";
-    ASSERT_TRUE(TokenTable::Parse(file, "tokens", tokens.get()).ok());
+    EXPECT_TRUE(TokenTable::Parse(file, "tokens", tokens.get()).ok());
     ServerSecurity security;
     security.tokens = tokens;
-    ASSERT_TRUE(Coordinator::Open(db_.path(), {}, &clock_, &coordinator_).ok());
-    ASSERT_TRUE(CoordinatorServer::Start(coordinator_.get(), "127.0.0.1:0", security, &server_).ok());
-    channel_ = server_->server()->InProcessChannel(grpc::ChannelArguments());
-    sweeps_ = v1::SweepService::NewStub(channel_);
-    workers_ = v1::WorkerService::NewStub(channel_);
-  }
-  void TearDown() override {
-    server_.reset();
-    coordinator_.reset();
+    return security;
   }
 
   // A context with a deadline and, unless `token` is null, the bearer token.
@@ -90,14 +83,6 @@ class ServiceAuthTest : public ::testing::Test {
     }
     return stream->Finish();
   }
-
-  TempDb db_{"service_auth_test"};
-  SystemClock clock_;
-  std::unique_ptr<Coordinator> coordinator_;
-  std::unique_ptr<CoordinatorServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::SweepService::Stub> sweeps_;
-  std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
 
 TEST_F(ServiceAuthTest, CallsWithoutATokenAreUnauthenticated) {

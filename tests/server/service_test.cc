@@ -1,6 +1,7 @@
 // The coordinator end to end over gRPC, in-process: a client submits and watches while fake
 // workers pull, report and complete trials through the real services.
 #include "server/service.h"
+#include "tests/server/service_fixture.h"
 
 #include <atomic>
 #include <thread>
@@ -28,24 +29,8 @@ constexpr const char* kSpec = R"({
   "lease_seconds": 30
 })";
 
-class ServiceTest : public ::testing::Test {
+class ServiceTest : public ServiceFixture {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(Coordinator::Open(db_.path(), {}, &clock_, &coordinator_).ok());
-    ASSERT_TRUE(CoordinatorServer::Start(coordinator_.get(), "127.0.0.1:0", &server_).ok());
-    channel_ = server_->server()->InProcessChannel(grpc::ChannelArguments());
-    sweeps_ = v1::SweepService::NewStub(channel_);
-    workers_ = v1::WorkerService::NewStub(channel_);
-  }
-  void TearDown() override {
-    server_.reset();
-    coordinator_.reset();
-  }
-
-  static void Deadline(grpc::ClientContext* ctx, int seconds = 10) {
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  }
-
   // A fake worker: pulls until `stop`, reports each epoch, completes with a loss that favours
   // expert_hidden_dim 32 and expert_layers 2.
   void WorkerLoop(const std::string& name, std::atomic<bool>* stop) {
@@ -85,13 +70,6 @@ class ServiceTest : public ::testing::Test {
     }
   }
 
-  TempDb db_{"service_test"};
-  SystemClock clock_;
-  std::unique_ptr<Coordinator> coordinator_;
-  std::unique_ptr<CoordinatorServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::SweepService::Stub> sweeps_;
-  std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
 
 TEST_F(ServiceTest, SubmitWatchAndBestEndToEnd) {

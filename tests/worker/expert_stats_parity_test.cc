@@ -15,6 +15,7 @@
 
 #include "common/json.h"
 #include "tests/worker/test_util.h"
+#include "worker/agent/report_line.h"
 #include "worker/moe_layer.h"
 
 namespace moesweep::worker {
@@ -81,14 +82,7 @@ Json RunCase(const Case& c, int64_t* dropped, int64_t* forced_below) {
     ++batch;
   }
   auto s = layer->stats().Summarize(3);
-  Json summary{{"layer", s.layer},
-               {"usage", s.usage},
-               {"importance", s.importance},
-               {"usage_variance", s.usage_variance},
-               {"activation_rate", s.activation_rate},
-               {"gate_weight_variance", s.gate_weight_variance},
-               {"router_entropy", s.router_entropy},
-               {"load_cv", s.load_cv}};
+  Json summary = ExpertLayerJson(s);
   return Json{{"name", c.name},
               {"num_experts", c.num_experts},
               {"top_k", c.top_k},

@@ -132,6 +132,17 @@ Status Layer(const Json& value, const std::string& path, size_t index, ExpertLay
 
 }  // namespace
 
+Json ExpertLayerJson(const ExpertLayerSummary& s) {
+  return Json{{"layer", s.layer},
+              {"usage", s.usage},
+              {"importance", s.importance},
+              {"usage_variance", s.usage_variance},
+              {"activation_rate", s.activation_rate},
+              {"gate_weight_variance", s.gate_weight_variance},
+              {"router_entropy", s.router_entropy},
+              {"load_cv", s.load_cv}};
+}
+
 bool IsReportLine(std::string_view line) { return line.substr(0, kReportPrefix.size()) == kReportPrefix; }
 
 Status ParseReport(std::string_view json_text, ParsedReport* out) {

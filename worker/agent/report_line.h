@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/json.h"
 #include "common/limits.h"
 #include "common/status.h"
 #include "worker/agent/trial_runner.h"
@@ -34,6 +35,9 @@ struct ParsedReport {
 
 // True when `line` is a report line (starts with the prefix).
 bool IsReportLine(std::string_view line);
+
+// One layer's statistics as a report's "expert_stats" entry (the proto's field names).
+Json ExpertLayerJson(const ExpertLayerSummary& layer);
 
 // Parses the text after the prefix. An error names what is wrong ("metrics.loss: expected a
 // number, got string"); the caller logs it and goes on.
