@@ -51,6 +51,9 @@ void PrintStageTable(const google::protobuf::RepeatedPtrField<v1::StageResult>& 
   table.Print(out);
   for (const v1::StageResult& s : stages) {
     if (!s.error().empty()) out << fmt::format("stage {} {}: {}\n", s.stage(), s.name(), s.error());
+    if (std::string sure = FormatSignificance(s); !sure.empty()) {
+      out << fmt::format("stage {} {}: {}\n", s.stage(), s.name(), sure);
+    }
   }
 }
 
@@ -104,6 +107,36 @@ std::string FormatDelta(double delta) {
 std::string FormatScore(const v1::PointScore& score) {
   if (score.n() == 0) return "-";
   return fmt::format("{} ± {} (n={})", FormatValue(score.mean()), FormatValue(score.std()), score.n());
+}
+
+std::string FormatP(double p) {
+  if (p < 0.001) return "p < 0.001";
+  return fmt::format("p = {:.2g}", p);
+}
+
+std::string FormatSignificance(const v1::StageResult& s) {
+  if (s.state() != v1::STAGE_SUCCEEDED || s.stage() == 0) return "";
+  std::vector<std::string> parts;
+  if (s.has_baseline()) {
+    std::string part = FormatDelta(s.delta_to_baseline()) + " vs baseline";
+    if (s.has_p_vs_baseline()) part += fmt::format(" ({})", FormatP(s.p_vs_baseline()));
+    if (s.has_success_criterion()) {
+      part += fmt::format(" {} {} {}", s.meets_success() ? "✓" : "✗", s.meets_success() ? "≥" : "<",
+                          FormatDelta(s.min_delta()));
+    }
+    parts.push_back(part);
+  }
+  if (s.runner_up().n() > 0) {
+    std::string part = fmt::format("runner-up {} {}", FormatPoint(s.runner_up().point_json()), FormatScore(s.runner_up()));
+    if (s.has_p_vs_runner_up()) {
+      part += fmt::format(", {}{}", FormatP(s.p_vs_runner_up()),
+                          s.p_vs_runner_up() < 0.05 ? "" : ": not significantly better at 0.05");
+    }
+    parts.push_back(part);
+  }
+  std::string out;
+  for (const std::string& p : parts) out += (out.empty() ? "" : "; ") + p;
+  return out;
 }
 
 std::string FormatPoint(const std::string& point_json) {

@@ -22,6 +22,14 @@ std::string FormatValue(double value);
 std::string FormatDelta(double delta);
 // "0.8123 ± 0.0040 (n=3)"; "-" when n == 0.
 std::string FormatScore(const v1::PointScore& score);
+
+// "p = 0.012", "p < 0.001".
+std::string FormatP(double p);
+
+// How sure a decided stage's winner is, for a person: "+0.033 vs baseline (p = 0.01) ✓ ≥ +0.02;
+// runner-up dropout=0.1 0.8213 ± 0.012 (n=3), p = 0.84: not significantly better at 0.05". Empty
+// for undecided stages and the baseline.
+std::string FormatSignificance(const v1::StageResult& stage);
 // A grid point {"temperature": 0.5, "attention": "gated"} as "temperature=0.5 attention=gated";
 // "{}" for an empty point. Text that is not a JSON object is shown as it is.
 std::string FormatPoint(const std::string& point_json);

@@ -188,7 +188,7 @@ std::vector<std::string> WatchView::Render(const v1::SweepEvent& event) {
       best_config_json_ = s.winner_config_json();
       std::string line = time + fmt::format("{} decided: winner {}  {} {}", label, FormatPoint(s.winner().point_json()),
                                             metric_.empty() ? "objective" : metric_, FormatScore(s.winner()));
-      if (s.has_baseline() && s.stage() != 0) line += fmt::format(", {} vs baseline", FormatDelta(s.delta_to_baseline()));
+      if (std::string sure = FormatSignificance(s); !sure.empty()) line += ", " + sure;
       return {line};
     }
     case v1::SWEEP_FINISHED: {

@@ -1,6 +1,7 @@
 #include "common/sweep_spec.h"
 
 #include <cctype>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <set>
@@ -40,7 +41,8 @@ class SpecChecker {
       return;
     }
     static const std::set<std::string> kKeys = {"name",     "objective",    "seeds",         "base",   "stages",
-                                                "baseline", "max_attempts", "lease_seconds", "trainer"};
+                                                "baseline", "max_attempts", "lease_seconds", "trainer",
+                                                "success"};
     for (auto it = root.begin(); it != root.end(); ++it) {
       if (!kKeys.count(it.key())) UnknownKey("", it.key(), kKeys);
     }
@@ -68,6 +70,7 @@ class SpecChecker {
     }
     CheckStages(root, spec);
     if (spec->trainer.is_command()) CheckCommandUsesConfig(root, *spec);
+    CheckSuccess(root, spec);
     spec->max_attempts = static_cast<int>(Integer(root, "max_attempts", 3, 1, 100));
     if (auto it = root.find("lease_seconds"); it != root.end()) {
       if (!it->is_number() || it->get<double>() < 1 || it->get<double>() > 86400) {
@@ -363,6 +366,24 @@ class SpecChecker {
     }
   }
 
+  void CheckSuccess(const Json& root, SweepSpec* spec) {
+    auto it = root.find("success");
+    if (it == root.end()) return;
+    if (!it->is_object()) {
+      return Error("success", fmt::format("expected an object such as {{\"min_delta\": 0.02}}, got {}", JsonTypeName(*it)));
+    }
+    for (auto k = it->begin(); k != it->end(); ++k) {
+      if (k.key() != "min_delta") UnknownKey("success", k.key(), {"min_delta"});
+    }
+    auto delta = it->find("min_delta");
+    if (delta == it->end() || !delta->is_number() || !std::isfinite(delta->get<double>()) || delta->get<double>() < 0) {
+      return Error("success.min_delta",
+                   "required: a non-negative number, the improvement over the baseline a winner must reach");
+    }
+    if (!root.contains("baseline")) Error("success", "needs a \"baseline\" to compare the winners against");
+    spec->success_min_delta = delta->get<double>();
+  }
+
   // A command trainer's keys are free-form, so typos are caught by how the command uses them: every
   // {KEY} must have a value in every trial, and when the command does not pass the whole config
   // ({args}, {overrides}, {config_file}), every key must be named by some {KEY}.
@@ -576,6 +597,7 @@ Json SweepSpec::ToJson() const {
     stages_json.push_back({{"name", s.name}, {"grid", grid}});
   }
   j["stages"] = stages_json;
+  if (success_min_delta) j["success"] = {{"min_delta", *success_min_delta}};
   j["max_attempts"] = max_attempts;
   j["lease_seconds"] = lease_seconds;
   return j;

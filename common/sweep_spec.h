@@ -57,6 +57,9 @@ struct SweepSpec {
   std::optional<Json> baseline;       // Overrides of `base` run once per seed before stage 1.
   TrainerSpec trainer;
   std::vector<StageSpec> stages;
+  // "success": {"min_delta": D}: a stage's winner should beat the baseline by D (seed 001's "+2
+  // points"); stage results say whether it does.
+  std::optional<double> success_min_delta;
   int max_attempts = 3;
   double lease_seconds = 60;
 

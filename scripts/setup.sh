@@ -23,6 +23,8 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libsqlite3-dev sqlite3
   nlohmann-json3-dev libfmt-dev libgtest-dev libgmock-dev
+  # Boost.Math (headers): Student's t for the significance of stage winners.
+  libboost-dev
   # The worker: LibTorch, plus OpenBLAS. Debian's LibTorch links libblas.so.3 and with only the
   # reference BLAS behind it trains 5-8x slower.
   libtorch-dev libopenblas0-openmp

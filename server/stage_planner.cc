@@ -93,6 +93,16 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
     // Strictly better only: on a tie the earlier grid point keeps the win.
     if (maximize ? p.mean() > best : p.mean() < best) decision.winner = static_cast<int>(i);
   }
+  for (size_t i = 0; i < decision.points.size(); ++i) {
+    const v1::PointScore& p = decision.points[i];
+    if (p.n() == 0 || p.not_finite() || static_cast<int>(i) == decision.winner) continue;
+    if (decision.runner_up < 0) {
+      decision.runner_up = static_cast<int>(i);
+      continue;
+    }
+    double second = decision.points[decision.runner_up].mean();
+    if (maximize ? p.mean() > second : p.mean() < second) decision.runner_up = static_cast<int>(i);
+  }
   if (decision.winner < 0 && finished > 0) {
     bool any_not_finite = std::any_of(decision.points.begin(), decision.points.end(),
                                       [](const v1::PointScore& p) { return p.not_finite(); });

@@ -45,6 +45,7 @@ struct TrialOutcome {
 struct StageDecision {
   std::vector<v1::PointScore> points;  // Points with at least one finished trial, in grid order.
   int winner = -1;                     // Index into `points`, or -1 when no point has a score.
+  int runner_up = -1;                  // The best scored point after the winner, or -1.
   std::string failure;                 // Why there is no winner (only when every trial has finished).
 };
 

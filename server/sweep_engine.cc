@@ -7,6 +7,7 @@
 
 #include "common/command_template.h"
 #include "common/limits.h"
+#include "server/significance.h"
 #include "server/stage_planner.h"
 
 namespace moesweep {
@@ -701,7 +702,7 @@ Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, st
   RETURN_IF_ERROR(ParseSweepSpec(row.spec_json, unlimited, &spec));
   std::vector<StageRow> stages;
   RETURN_IF_ERROR(store_->ListStages(row.id, &stages));
-  std::optional<double> baseline_mean;
+  std::optional<v1::PointScore> baseline;
   for (const StageRow& stage : stages) {
     bool wanted = !only || *only == stage.stage;
     bool need_baseline = stage.stage == 0 && stage.state == v1::STAGE_SUCCEEDED;
@@ -720,7 +721,7 @@ Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, st
     }
     StageDecision decision = DecideStage(outcomes, spec.maximize, spec.metric, StageLabel(spec, stage.stage));
     if (stage.stage == 0 && stage.state == v1::STAGE_SUCCEEDED && decision.winner >= 0) {
-      baseline_mean = decision.points[decision.winner].mean();
+      baseline = decision.points[decision.winner];
     }
     if (!wanted) continue;
     result.set_stage(stage.stage);
@@ -731,15 +732,38 @@ Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, st
       *result.add_points() = p;
       if (stage.state == v1::STAGE_SUCCEEDED && p.point_index() == stage.winner_point) *result.mutable_winner() = p;
     }
-    if (stage.state == v1::STAGE_SUCCEEDED) result.set_winner_config_json(stage.winner_config);
+    if (stage.state == v1::STAGE_SUCCEEDED) {
+      result.set_winner_config_json(stage.winner_config);
+      // The runner-up is the best point other than the stored winner (the same as the decision's
+      // unless the points changed since, e.g. more seeds finished).
+      const v1::PointScore* runner_up = nullptr;
+      for (const v1::PointScore& p : decision.points) {
+        if (p.n() == 0 || p.not_finite() || p.point_index() == stage.winner_point) continue;
+        if (runner_up == nullptr || (spec.maximize ? p.mean() > runner_up->mean() : p.mean() < runner_up->mean())) {
+          runner_up = &p;
+        }
+      }
+      if (runner_up != nullptr) {
+        *result.mutable_runner_up() = *runner_up;
+        if (auto p = WelchTwoSidedP(result.winner(), *runner_up)) result.set_p_vs_runner_up(*p);
+      }
+    }
     result.set_error(stage.error);
     out->push_back(std::move(result));
   }
-  if (baseline_mean) {
+  if (baseline) {
     for (v1::StageResult& r : *out) {
       r.set_has_baseline(true);
-      r.set_baseline_mean(*baseline_mean);
-      if (r.state() == v1::STAGE_SUCCEEDED) r.set_delta_to_baseline(r.winner().mean() - *baseline_mean);
+      r.set_baseline_mean(baseline->mean());
+      if (r.state() != v1::STAGE_SUCCEEDED || r.stage() == 0) continue;
+      const double delta = r.winner().mean() - baseline->mean();
+      r.set_delta_to_baseline(delta);
+      if (auto p = WelchTwoSidedP(r.winner(), *baseline)) r.set_p_vs_baseline(*p);
+      if (spec.success_min_delta) {
+        r.set_has_success_criterion(true);
+        r.set_min_delta(*spec.success_min_delta);
+        r.set_meets_success((spec.maximize ? delta : -delta) >= *spec.success_min_delta);
+      }
     }
   }
   return Status::Ok();

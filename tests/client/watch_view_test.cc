@@ -113,3 +113,43 @@ TEST(FormatTest, ValuesAndPoints) {
 
 }  // namespace
 }  // namespace moesweep::client
+
+namespace moesweep::client {
+namespace {
+
+TEST(WatchViewTest, DecidedStageSaysHowSureTheWinnerIs) {
+  WatchView view(false);
+  v1::SweepEvent decided = cli_testing::Event(2, v1::STAGE_DECIDED);
+  v1::StageResult* s = decided.mutable_stage();
+  *s = cli_testing::MakeStage(3, "regularisation", v1::STAGE_SUCCEEDED, 6);
+  s->mutable_winner()->set_point_json(R"({"expert_dropout": 0.0})");
+  s->mutable_winner()->set_mean(0.8242);
+  s->mutable_winner()->set_std(0.022);
+  s->mutable_winner()->set_n(3);
+  s->mutable_runner_up()->set_point_json(R"({"expert_dropout": 0.1})");
+  s->mutable_runner_up()->set_mean(0.8213);
+  s->mutable_runner_up()->set_std(0.012);
+  s->mutable_runner_up()->set_n(3);
+  s->set_p_vs_runner_up(0.85);
+  s->set_has_baseline(true);
+  s->set_baseline_mean(0.7912);
+  s->set_delta_to_baseline(0.033);
+  s->set_p_vs_baseline(0.012);
+  s->set_has_success_criterion(true);
+  s->set_min_delta(0.02);
+  s->set_meets_success(true);
+  std::string line = view.Render(decided).at(0);
+  EXPECT_TRUE(Contains(line, "+0.033 vs baseline (p = 0.012) ✓ ≥ +0.02")) << line;
+  EXPECT_TRUE(Contains(line, "runner-up expert_dropout=0.1 0.8213 ± 0.012 (n=3), p = 0.85: not significantly better at 0.05"))
+      << line;
+  s->set_meets_success(false);
+  s->set_delta_to_baseline(0.01);
+  s->set_p_vs_runner_up(0.0001);
+  line = view.Render(decided).at(0);
+  EXPECT_TRUE(Contains(line, "+0.01 vs baseline (p = 0.012) ✗ < +0.02")) << line;
+  EXPECT_TRUE(Contains(line, "p < 0.001")) << line;
+  EXPECT_FALSE(Contains(line, "not significantly")) << line;
+}
+
+}  // namespace
+}  // namespace moesweep::client

@@ -149,3 +149,26 @@ TEST(SweepSpec, ValuesMayBeStringsAndBooleans) {
 
 }  // namespace
 }  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+TEST(SweepSpec, SuccessCriterionNeedsABaselineAndANonNegativeDelta) {
+  Json spec = Json::parse(kGood);
+  spec["success"] = {{"min_delta", 0.02}};
+  EXPECT_NE(Error(spec.dump()).find("success: needs a \"baseline\""), std::string::npos) << Error(spec.dump());
+  spec["baseline"] = {{"use_moe", false}};
+  SweepSpec parsed;
+  ASSERT_TRUE(ParseSweepSpec(spec.dump(), {}, &parsed).ok());
+  EXPECT_EQ(parsed.success_min_delta, 0.02);
+  SweepSpec again;
+  ASSERT_TRUE(ParseSweepSpec(parsed.ToJson().dump(), {}, &again).ok());
+  EXPECT_EQ(again.success_min_delta, 0.02);
+  spec["success"] = {{"min_delta", -1}};
+  EXPECT_NE(Error(spec.dump()).find("success.min_delta: required: a non-negative number"), std::string::npos);
+  spec["success"] = {{"min_detla", 0.1}};
+  EXPECT_NE(Error(spec.dump()).find("success.min_detla: unknown key (did you mean \"min_delta\"?)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moesweep

@@ -549,3 +549,52 @@ TEST_F(CoordinatorTest, ShutdownAnswersParkedLongPollsAndRefusesNewCalls) {
 
 }  // namespace
 }  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+// Seed 001's question, "which value, and is it really better?": the decided stage carries its
+// runner-up, Welch p-values against it and the baseline, and the success criterion's verdict.
+TEST_F(CoordinatorTest, DecidedStageSaysHowSureItsWinnerIs) {
+  int64_t id = Submit(R"({
+    "name": "sure",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "seeds": [1, 2, 3],
+    "baseline": {"use_moe": false},
+    "success": {"min_delta": 0.02},
+    "stages": [{"name": "width", "grid": {"expert_hidden_dim": [16, 32, 64]}}]
+  })");
+  // Baseline ~0.70; width 16 ~0.80 with spread; 32 ~0.81 (winner, close to 16); 64 ~0.60.
+  const std::map<std::pair<int64_t, int64_t>, double> score = {
+      {{0, 1}, 0.70}, {{0, 2}, 0.71}, {{0, 3}, 0.69},
+      {{16, 1}, 0.78}, {{16, 2}, 0.82}, {{16, 3}, 0.80},
+      {{32, 1}, 0.80}, {{32, 2}, 0.83}, {{32, 3}, 0.80},
+      {{64, 1}, 0.60}, {{64, 2}, 0.61}, {{64, 3}, 0.59}};
+  for (;;) {
+    v1::AcquireTrialResponse a = Acquire();
+    if (!a.has_trial()) break;
+    Json config = Json::parse(a.config_json());
+    int64_t width = config.value("use_moe", true) ? config["expert_hidden_dim"].get<int64_t>() : 0;
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                         {{"val_accuracy", score.at({width, config["seed"].get<int64_t>()})}})
+                    .ok());
+  }
+  v1::GetSweepResponse sweep = GetSweep(id);
+  ASSERT_EQ(sweep.stages_size(), 2);
+  const v1::StageResult& stage = sweep.stages(1);
+  ASSERT_EQ(stage.state(), v1::STAGE_SUCCEEDED);
+  EXPECT_EQ(stage.winner().point_index(), 1);
+  EXPECT_EQ(stage.runner_up().point_index(), 0);
+  // Against scipy.stats.ttest_ind([.80, .83, .80], [.78, .82, .80], equal_var=False): p = 0.5491.
+  ASSERT_TRUE(stage.has_p_vs_runner_up());
+  EXPECT_NEAR(stage.p_vs_runner_up(), 0.5491104389176992, 1e-9);
+  ASSERT_TRUE(stage.has_p_vs_baseline());
+  EXPECT_LT(stage.p_vs_baseline(), 0.01);
+  EXPECT_TRUE(stage.has_success_criterion());
+  EXPECT_DOUBLE_EQ(stage.min_delta(), 0.02);
+  EXPECT_TRUE(stage.meets_success());  // 0.81 - 0.70 >= 0.02.
+  EXPECT_FALSE(sweep.stages(0).has_p_vs_baseline());  // The baseline is not compared with itself.
+}
+
+}  // namespace
+}  // namespace moesweep
