@@ -98,6 +98,9 @@ struct Options {
   bool watch = true;            // Diagnostic: --no-watch runs without the live watcher.
   bool watch_progress = false;  // --watch-progress: the live watcher also takes every progress report.
   bool unary_reports = false;   // --unary-reports: one ReportProgress call per report, not the stream.
+  int stalled_watchers = 0;     // --stalled-watchers: WatchSweep streams that never read.
+  int drain_stalled = 2;        // ... of which this many are read to the end after the load.
+  double junk_rate = -1;        // --junk-rate: oversized requests per second (0: back to back; < 0: none).
 };
 
 constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordinator PATH [options]
@@ -121,6 +124,12 @@ constexpr const char* kUsage = R"(usage: moesweep-coordinator-loadgen --coordina
   --no-watch           diagnostic: no live WatchSweep client (shows what watching costs; the
                        watch latency and live-watch checks are then skipped)
   --perf FILE          run `perf record -g -p <coordinator>` during the load phase only, into FILE
+  --stalled-watchers N beside the load, N WatchSweep streams (all events, each on its own
+                       connection) that never read; after the load --drain-stalled K of them
+                       (default 2) are read to the end and must hold every event without a gap
+  --junk-rate R        beside the load, R requests per second (0: back to back) over the limits,
+                       in turn: a 2 MB spec, a report of 100,000 metrics, a spec of 10M '['; each
+                       must be refused with INVALID_ARGUMENT or RESOURCE_EXHAUSTED
   --absl-deadlock-detection
                        keep absl::Mutex deadlock detection in this process (Debian's abseil is built
                        without NDEBUG, so it is on by default there; the load generator turns it off
@@ -168,6 +177,12 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->unary_reports = true;
     } else if (flag == "--no-watch") {
       o->watch = false;
+    } else if (flag == "--stalled-watchers") {
+      o->stalled_watchers = std::stoi(next());
+    } else if (flag == "--drain-stalled") {
+      o->drain_stalled = std::stoi(next());
+    } else if (flag == "--junk-rate") {
+      o->junk_rate = std::stod(next());
     } else if (flag == "--perf") {
       o->perf = next();
     } else if (flag == "--absl-deadlock-detection") {
@@ -181,7 +196,8 @@ bool ParseArgs(int argc, char** argv, Options* o) {
     }
   }
   if (o->coordinator.empty() || o->workers < 1 || o->axis_a < 1 || o->axis_b < 1 || o->seeds < 1 ||
-      o->reports < 0 || o->threads < 1 || o->channels < 1 || (o->kill != "KILL" && o->kill != "TERM")) {
+      o->reports < 0 || o->threads < 1 || o->channels < 1 || (o->kill != "KILL" && o->kill != "TERM") ||
+      o->stalled_watchers < 0 || o->drain_stalled < 0) {
     return false;
   }
   return true;
@@ -689,6 +705,248 @@ void Watch(v1::SweepService::Stub* stub, int64_t sweep_id, int64_t after_seq, do
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hostile clients beside the load (--stalled-watchers, --junk-rate): watchers that never read,
+// and requests over the limits of common/limits.h.
+
+// Peak resident set of a process (VmHWM in /proc/PID/status), in KiB; 0 if unreadable.
+int64_t PeakRssKib(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return 0;
+}
+
+// WatchSweep streams that are started and then never read, each on its own connection (as if
+// each were a `moesweep watch` whose terminal is stuck), so that the coordinator's writes to them
+// stop once HTTP/2 flow control is exhausted. At the end a few are read to the end, which checks
+// that a watcher dropped from live delivery catches up from the database without a gap.
+class StalledWatchers {
+ public:
+  StalledWatchers(const std::string& address, int n, int64_t sweep_id, double max_seconds) {
+    for (int i = 0; i < n; ++i) {
+      auto w = std::make_unique<Stalled>();
+      grpc::ChannelArguments args;
+      args.SetInt("moesweep.bench.channel", 1000 + i);  // A connection of its own.
+      // HTTP/2 flow control as a client that never reads keeps it: gRPC's BDP probe would otherwise
+      // grow the window from what arrives (to megabytes) although nothing is read.
+      args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      args.SetMaxReceiveMessageSize(256 << 20);
+      w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+      w->stub = v1::SweepService::NewStub(w->channel);
+      w->ctx.set_deadline(DeadlineIn(max_seconds));
+      v1::WatchSweepRequest req;
+      req.set_sweep_id(sweep_id);  // From seq 0, progress included: every event of the sweep.
+      w->reader = w->stub->PrepareAsyncWatchSweep(&w->ctx, req, &cq_);
+      w->reader->StartCall(&w->start_tag);
+      watchers_.push_back(std::move(w));
+    }
+    thread_ = std::thread([this] { Poll(); });
+  }
+
+  ~StalledWatchers() {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      for (auto& w : watchers_) Cancel(w.get());
+      cv_.wait_for(lock, std::chrono::seconds(30), [&] { return finished_ == watchers_.size(); });
+    }
+    cq_.Shutdown();
+    thread_.join();
+  }
+
+  // Streams whose call has started (the coordinator holds a watch for each).
+  size_t started() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return started_;
+  }
+
+  struct Drained {
+    int64_t events = 0, gaps = 0;
+    bool sweep_finished = false;
+    bool ok = false;  // Ended with OK status.
+  };
+  // Reads the first `count` streams to their end (at most `timeout` seconds) and cancels the rest.
+  std::vector<Drained> DrainFirst(int count, double timeout) {
+    count = std::min<int>(count, static_cast<int>(watchers_.size()));
+    std::unique_lock<std::mutex> lock(mu_);
+    for (int i = 0; i < count; ++i) {
+      Stalled* w = watchers_[i].get();
+      w->draining = true;
+      if (w->started && !w->finishing) StartRead(w);
+    }
+    for (size_t i = count; i < watchers_.size(); ++i) Cancel(watchers_[i].get());
+    cv_.wait_for(lock, std::chrono::duration<double>(timeout), [&] { return finished_ == watchers_.size(); });
+    std::vector<Drained> out;
+    for (int i = 0; i < count; ++i) out.push_back(watchers_[i]->drained);
+    return out;
+  }
+
+ private:
+  struct Stalled;
+  struct Tag {
+    Stalled* w;
+    enum Kind { kStart, kRead, kFinish } kind;
+  };
+  struct Stalled {
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::SweepService::Stub> stub;
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientAsyncReader<v1::SweepEvent>> reader;
+    v1::SweepEvent event;
+    grpc::Status status;
+    bool started = false, draining = false, reading = false, cancelled = false, finishing = false;
+    Drained drained;
+    Tag start_tag{this, Tag::kStart}, read_tag{this, Tag::kRead}, finish_tag{this, Tag::kFinish};
+  };
+
+  void Poll() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {
+      auto* t = static_cast<Tag*>(tag);
+      Stalled* w = t->w;
+      std::lock_guard<std::mutex> lock(mu_);
+      switch (t->kind) {
+        case Tag::kStart:
+          w->started = true;
+          ++started_;
+          if (!ok || w->cancelled) {
+            Finish(w);
+          } else if (w->draining) {
+            StartRead(w);
+          }
+          break;
+        case Tag::kRead:
+          w->reading = false;
+          if (!ok) {
+            Finish(w);
+            break;
+          }
+          ++w->drained.events;
+          if (w->event.seq() != w->drained.events) ++w->drained.gaps;
+          if (w->event.type() == v1::SWEEP_FINISHED) w->drained.sweep_finished = true;
+          StartRead(w);
+          break;
+        case Tag::kFinish:
+          w->drained.ok = w->status.ok();
+          ++finished_;
+          cv_.notify_all();
+          break;
+      }
+    }
+  }
+
+  // These three with mu_ held.
+  void StartRead(Stalled* w) {
+    w->reading = true;
+    w->reader->Read(&w->event, &w->read_tag);
+  }
+  // A pending read fails after TryCancel and finishes the call; else the call finishes now.
+  void Cancel(Stalled* w) {
+    if (w->finishing) return;
+    w->cancelled = true;
+    w->ctx.TryCancel();
+    if (w->started && !w->reading) Finish(w);
+  }
+  void Finish(Stalled* w) {
+    if (w->finishing) return;
+    w->finishing = true;
+    w->reader->Finish(&w->status, &w->finish_tag);
+  }
+
+  grpc::CompletionQueue cq_;
+  std::vector<std::unique_ptr<Stalled>> watchers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t started_ = 0;   // Guarded by mu_.
+  size_t finished_ = 0;  // Guarded by mu_.
+  std::thread thread_;
+};
+
+// Requests over the limits, one at a time on a connection of their own, at `rate` per second (0:
+// back to back), in turn: a 2 MB spec, a report with 100,000 metrics, a spec of 10M '['. Each
+// must be refused (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED from gRPC) in time.
+class JunkSender {
+ public:
+  static constexpr int kKinds = 3;
+  static constexpr const char* kNames[kKinds] = {"spec of 2 MB", "report of 100,000 metrics", "spec of 10M '['"};
+  struct Counts {
+    int64_t sent = 0, invalid_argument = 0, resource_exhausted = 0, accepted = 0, other = 0;
+    std::vector<int64_t> ns;  // Time to the refusal.
+    std::string other_example;
+  };
+
+  JunkSender(const std::string& address, double rate) : rate_(rate) {
+    grpc::ChannelArguments args;
+    args.SetInt("moesweep.bench.channel", -2);
+    channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    sweeps_ = v1::SweepService::NewStub(channel_);
+    workers_ = v1::WorkerService::NewStub(channel_);
+    big_spec_.set_spec_json(R"({"name": ")" + std::string(2 << 20, 'x') + R"("})");
+    brackets_.set_spec_json(std::string(10'000'000, '['));
+    report_.set_lease_token("junk-lease");
+    report_.set_step(1);
+    for (int i = 0; i < 100000; ++i) (*report_.mutable_metrics())[fmt::format("m{:06d}", i)] = i;
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~JunkSender() { Stop(); }
+
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  const Counts& counts(int kind) const { return counts_[kind]; }
+
+ private:
+  void Loop() {
+    auto start = Clock::now();
+    for (int64_t i = 0; !stop_; ++i) {
+      if (rate_ > 0) {
+        auto due = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(i / rate_));
+        while (!stop_ && Clock::now() < due) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (stop_) break;
+      }
+      int kind = static_cast<int>(i % kKinds);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(DeadlineIn(30));
+      grpc::Status s;
+      auto t0 = Clock::now();
+      if (kind == 1) {
+        v1::ReportProgressResponse resp;
+        s = workers_->ReportProgress(&ctx, report_, &resp);
+      } else {
+        v1::SubmitSweepResponse resp;
+        s = sweeps_->SubmitSweep(&ctx, kind == 0 ? big_spec_ : brackets_, &resp);
+      }
+      Counts& c = counts_[kind];
+      ++c.sent;
+      c.ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+      if (s.ok()) {
+        ++c.accepted;
+      } else if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        ++c.invalid_argument;
+      } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        ++c.resource_exhausted;
+      } else {
+        ++c.other;
+        if (c.other_example.empty()) c.other_example = fmt::format("{} {}", static_cast<int>(s.error_code()), s.error_message());
+      }
+    }
+  }
+
+  double rate_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::SweepService::Stub> sweeps_;
+  std::unique_ptr<v1::WorkerService::Stub> workers_;
+  v1::SubmitSweepRequest big_spec_, brackets_;
+  v1::ReportProgressRequest report_;
+  std::atomic<bool> stop_{false};
+  Counts counts_[kKinds];  // Written by the thread; read after Stop().
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Database check, after the coordinator is gone
 
 struct DbCheck {
@@ -872,6 +1130,17 @@ int main(int argc, char** argv) {
     std::unique_lock<std::mutex> lock(live_mu);
     live_cv.wait(lock, [&] { return live.load(); });
   }
+  std::unique_ptr<StalledWatchers> stalled;
+  if (o.stalled_watchers > 0) {
+    stalled = std::make_unique<StalledWatchers>(address, o.stalled_watchers, sweep_id, o.max_seconds);
+    auto until = Clock::now() + std::chrono::seconds(30);
+    while (stalled->started() < static_cast<size_t>(o.stalled_watchers) && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::cout << fmt::format("loadgen: {} of {} stalled watchers attached\n", stalled->started(), o.stalled_watchers);
+  }
+  std::unique_ptr<JunkSender> junk;
+  if (o.junk_rate >= 0) junk = std::make_unique<JunkSender>(address, o.junk_rate);
 
   // Workers.
   Shared shared;
@@ -905,6 +1174,8 @@ int main(int argc, char** argv) {
     shared.cv.wait(lock, [&] { return shared.active_workers.load() == 0; });
   }
   Clock::time_point workers_stopped = Clock::now();
+  if (junk) junk->Stop();
+  const int64_t peak_rss_load_kib = PeakRssKib(child);
   if (perf > 0) {
     kill(perf, SIGINT);
     waitpid(perf, nullptr, 0);
@@ -1025,6 +1296,28 @@ int main(int argc, char** argv) {
                       live_watch.events));
   }
 
+  // The stalled watchers: a few read to the end hold every event in order; the rest go away.
+  std::vector<StalledWatchers::Drained> drained;
+  if (stalled) {
+    drained = stalled->DrainFirst(o.drain_stalled, 120);
+    for (size_t i = 0; i < drained.size(); ++i) {
+      const auto& d = drained[i];
+      check(d.ok && d.gaps == 0 && d.sweep_finished && d.events == replay.events,
+            fmt::format("stalled watcher {} read to the end: status ok {}, {} events of {}, {} gaps, finished {}", i,
+                        d.ok, d.events, replay.events, d.gaps, d.sweep_finished));
+    }
+    stalled.reset();
+  }
+  if (junk) {
+    for (int k = 0; k < JunkSender::kKinds; ++k) {
+      const JunkSender::Counts& c = junk->counts(k);
+      check(c.accepted == 0 && c.other == 0,
+            fmt::format("junk {}: {} sent, {} accepted, {} answered otherwise (first: {})", JunkSender::kNames[k], c.sent,
+                        c.accepted, c.other, c.other_example));
+    }
+  }
+  const int64_t peak_rss_kib = PeakRssKib(child);
+
   // Stop the coordinator (SIGKILL by default: what was acknowledged must already be on disk).
   kill(child, o.kill == "KILL" ? SIGKILL : SIGTERM);
   int wstatus = 0;
@@ -1083,6 +1376,28 @@ int main(int argc, char** argv) {
   std::cout << "  coordinator threads (CPU s):";
   for (size_t i = 0; i < per_thread.size() && i < 6; ++i) std::cout << fmt::format(" {}={:.2f}", per_thread[i].second, per_thread[i].first);
   std::cout << "\n";
+  std::cout << fmt::format("  coordinator peak RSS (VmHWM): {:.1f} MiB at the end of the load, {:.1f} MiB at the end\n",
+                           peak_rss_load_kib / 1024.0, peak_rss_kib / 1024.0);
+  if (o.stalled_watchers > 0) {
+    std::cout << fmt::format("  stalled watchers: {} (never read during the load); {} read to the end afterwards:",
+                             o.stalled_watchers, drained.size());
+    for (const auto& d : drained) std::cout << fmt::format(" {} events, {} gaps;", d.events, d.gaps);
+    std::cout << "\n";
+  }
+  Json junk_json = Json::object();
+  if (junk) {
+    for (int k = 0; k < JunkSender::kKinds; ++k) {
+      const JunkSender::Counts& c = junk->counts(k);
+      Percentiles p = Summarize(c.ns);
+      std::cout << fmt::format("  junk {:<26} {:5} sent: {} INVALID_ARGUMENT, {} RESOURCE_EXHAUSTED, {} accepted, {} other; "
+                               "refused in p50 {:.1f} / p99 {:.1f} ms\n",
+                               JunkSender::kNames[k], c.sent, c.invalid_argument, c.resource_exhausted, c.accepted, c.other,
+                               p.p50_ms, p.p99_ms);
+      junk_json[JunkSender::kNames[k]] = {{"sent", c.sent}, {"invalid_argument", c.invalid_argument},
+                                          {"resource_exhausted", c.resource_exhausted}, {"accepted", c.accepted},
+                                          {"other", c.other}, {"latency", ToJson(p)}};
+    }
+  }
   std::cout << fmt::format("  durability: coordinator stopped with SIG{}; database has {} trials ({} SUCCEEDED), {} events\n",
                            o.kill, db.trial_state.size(), db.trials_by_state[v1::TRIAL_SUCCEEDED], db.events);
   if (failures.empty()) {
@@ -1120,6 +1435,12 @@ int main(int argc, char** argv) {
         {"load_wall_s", load_seconds},
         {"coordinator_threads_cpu_s", threads_json},
         {"kill", o.kill},
+        {"coordinator_peak_rss_load_kib", peak_rss_load_kib},
+        {"coordinator_peak_rss_kib", peak_rss_kib},
+        {"stalled_watchers", o.stalled_watchers},
+        {"stalled_drained", drained.size()},
+        {"junk_rate", o.junk_rate},
+        {"junk", junk_json},
         {"checks_ok", failures.empty()},
         {"failures", failures},
         {"run_s", Seconds(Clock::now() - run_start)},
