@@ -1,0 +1,121 @@
+// The metric registry's text exposition (format 0.0.4), and the grammar check the tests use.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "server/metrics.h"
+#include "tests/server/exposition_grammar.h"
+
+namespace moesweep {
+namespace {
+
+using moesweep::testing::ExpositionProblems;
+
+TEST(MetricRegistryTest, CountersAndGaugesWithHelpTypeAndLabels) {
+  MetricRegistry r;
+  Counter* ok = r.AddCounter("rpc_total", "Calls answered.", {{"method", "Get"}, {"code", "OK"}});
+  Counter* bad = r.AddCounter("rpc_total", "Calls answered.", {{"method", "Get"}, {"code", "NOT_FOUND"}});
+  Gauge* depth = r.AddGauge("queue_depth", "Pending.");
+  ok->Increment();
+  ok->Increment(2);
+  bad->Increment();
+  depth->Set(2.5);
+  EXPECT_EQ(r.Exposition(),
+            "# HELP rpc_total Calls answered.\n"
+            "# TYPE rpc_total counter\n"
+            "rpc_total{method=\"Get\",code=\"OK\"} 3\n"
+            "rpc_total{method=\"Get\",code=\"NOT_FOUND\"} 1\n"
+            "# HELP queue_depth Pending.\n"
+            "# TYPE queue_depth gauge\n"
+            "queue_depth 2.5\n");
+}
+
+TEST(MetricRegistryTest, AskingAgainReturnsTheSameSeries) {
+  MetricRegistry r;
+  Counter* a = r.AddCounter("c_total", "C.", {{"x", "1"}});
+  EXPECT_EQ(r.AddCounter("c_total", "C.", {{"x", "1"}}), a);
+  EXPECT_NE(r.AddCounter("c_total", "C.", {{"x", "2"}}), a);
+  Histogram* h = r.AddHistogram("h_seconds", "H.", {1, 2});
+  EXPECT_EQ(r.AddHistogram("h_seconds", "H.", {1, 2}), h);
+}
+
+TEST(MetricRegistryTest, HistogramBucketsAreCumulativeWithSumCountAndInf) {
+  MetricRegistry r;
+  Histogram* h = r.AddHistogram("latency_seconds", "Latency.", {0.001, 0.01, 0.1}, {{"method", "Acquire"}});
+  for (double v : {0.0005, 0.001, 0.005, 0.05, 0.05, 3.0}) h->Observe(v);
+  EXPECT_EQ(r.Exposition(),
+            "# HELP latency_seconds Latency.\n"
+            "# TYPE latency_seconds histogram\n"
+            "latency_seconds_bucket{method=\"Acquire\",le=\"0.001\"} 2\n"  // le: a bound counts as in.
+            "latency_seconds_bucket{method=\"Acquire\",le=\"0.01\"} 3\n"
+            "latency_seconds_bucket{method=\"Acquire\",le=\"0.1\"} 5\n"
+            "latency_seconds_bucket{method=\"Acquire\",le=\"+Inf\"} 6\n"
+            "latency_seconds_sum{method=\"Acquire\"} 3.1065\n"
+            "latency_seconds_count{method=\"Acquire\"} 6\n");
+  EXPECT_TRUE(ExpositionProblems(r.Exposition()).empty());
+}
+
+TEST(MetricRegistryTest, EmptyHistogramWithoutLabelsHasZeroes) {
+  MetricRegistry r;
+  r.AddHistogram("batch_commands", "Per batch.", {1, 2, 4});
+  EXPECT_EQ(r.Exposition(),
+            "# HELP batch_commands Per batch.\n"
+            "# TYPE batch_commands histogram\n"
+            "batch_commands_bucket{le=\"1\"} 0\n"
+            "batch_commands_bucket{le=\"2\"} 0\n"
+            "batch_commands_bucket{le=\"4\"} 0\n"
+            "batch_commands_bucket{le=\"+Inf\"} 0\n"
+            "batch_commands_sum 0\n"
+            "batch_commands_count 0\n");
+}
+
+TEST(MetricRegistryTest, NanObservationsCountOnlyInInf) {
+  MetricRegistry r;
+  Histogram* h = r.AddHistogram("h", "H.", {1});
+  h->Observe(std::numeric_limits<double>::quiet_NaN());
+  EXPECT_EQ(h->CumulativeCounts(), (std::vector<uint64_t>{0, 1}));
+}
+
+TEST(MetricRegistryTest, LabelValuesAndHelpAreEscaped) {
+  MetricRegistry r;
+  r.AddGauge("g", "Line one\nback\\slash \"quoted\"", {{"path", "C:\\dir\n\"x\""}})->Set(1);
+  std::string text = r.Exposition();
+  EXPECT_EQ(text,
+            "# HELP g Line one\\nback\\\\slash \"quoted\"\n"
+            "# TYPE g gauge\n"
+            "g{path=\"C:\\\\dir\\n\\\"x\\\"\"} 1\n");
+  EXPECT_TRUE(ExpositionProblems(text).empty()) << text;
+  EXPECT_EQ(EscapeLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+TEST(MetricRegistryTest, ValuesUseTheShortestFormAndSpellInfinitiesAsPrometheusDoes) {
+  EXPECT_EQ(FormatMetricValue(3), "3");
+  EXPECT_EQ(FormatMetricValue(0.25), "0.25");
+  EXPECT_EQ(FormatMetricValue(1.7e9), "1700000000");
+  EXPECT_EQ(FormatMetricValue(1e-05), "1e-05");
+  EXPECT_EQ(FormatMetricValue(std::numeric_limits<double>::infinity()), "+Inf");
+  EXPECT_EQ(FormatMetricValue(-std::numeric_limits<double>::infinity()), "-Inf");
+  EXPECT_EQ(FormatMetricValue(std::numeric_limits<double>::quiet_NaN()), "NaN");
+}
+
+TEST(MetricRegistryDeathTest, BadNamesAreProgrammingErrors) {
+  MetricRegistry r;
+  EXPECT_DEATH(r.AddCounter("bad-name", "x"), "bad metric name");
+  EXPECT_DEATH(r.AddCounter("ok", "x", {{"9lives", "v"}}), "bad label name");
+  EXPECT_DEATH(r.AddHistogram("h", "x", {1}, {{"le", "1"}}), "label 'le'");
+  r.AddGauge("taken", "x");
+  EXPECT_DEATH(r.AddCounter("taken", "x"), "is a gauge");
+}
+
+TEST(ExpositionGrammarTest, CatchesMalformedLines) {
+  EXPECT_FALSE(ExpositionProblems("# TYPE a counter\na 1\n").size());
+  EXPECT_EQ(ExpositionProblems("a 1\n").size(), 1u);                          // No TYPE.
+  EXPECT_EQ(ExpositionProblems("# TYPE a gauge\na{x=\"\n\"} 1\n").size(), 2u);  // Raw newline.
+  EXPECT_EQ(ExpositionProblems("# TYPE a gauge\na one\n").size(), 1u);
+  EXPECT_EQ(ExpositionProblems("# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n").size(),
+            1u);
+}
+
+}  // namespace
+}  // namespace moesweep
