@@ -1,10 +1,13 @@
-// The metric registry's text exposition (format 0.0.4), and the grammar check the tests use.
+// The metric registry's text exposition (format 0.0.4), and the /metrics HTTP server.
+#include <httplib.h>
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 
 #include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "tests/server/exposition_grammar.h"
 
 namespace moesweep {
@@ -115,6 +118,67 @@ TEST(ExpositionGrammarTest, CatchesMalformedLines) {
   EXPECT_EQ(ExpositionProblems("# TYPE a gauge\na one\n").size(), 1u);
   EXPECT_EQ(ExpositionProblems("# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n").size(),
             1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP server
+
+TEST(SplitHostPortTest, AcceptsHostPortAndBracketedIpv6) {
+  std::string host;
+  int port = -1;
+  EXPECT_TRUE(SplitHostPort("127.0.0.1:9100", &host, &port));
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 9100);
+  EXPECT_TRUE(SplitHostPort("[::1]:0", &host, &port));
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 0);
+  for (const char* bad : {"9100", ":9100", "host:", "host:x", "host:70000", "::1:9100", "[::1:9100"}) {
+    EXPECT_FALSE(SplitHostPort(bad, &host, &port)) << bad;
+  }
+}
+
+TEST(MetricsHttpServerTest, ServesMetricsAndNothingElse) {
+  std::unique_ptr<MetricsHttpServer> server;
+  Status s = MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string("# TYPE up gauge\nup 1\n"); }, &server);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_GT(server->port(), 0);
+  httplib::Client client("127.0.0.1", server->port());
+  auto r = client.Get("/metrics");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "# TYPE up gauge\nup 1\n");
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  auto missing = client.Get("/");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  auto other = client.Get("/metrics/extra");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  auto post = client.Post("/metrics", "x", "text/plain");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 405);
+  server->Stop();
+  server->Stop();  // Idempotent.
+  EXPECT_FALSE(client.Get("/metrics"));
+}
+
+TEST(MetricsHttpServerTest, ATakenPortIsAClearError) {
+  std::unique_ptr<MetricsHttpServer> first;
+  ASSERT_TRUE(MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string(); }, &first).ok());
+  std::string address = "127.0.0.1:" + std::to_string(first->port());
+  std::unique_ptr<MetricsHttpServer> second;
+  Status s = MetricsHttpServer::Start(address, [] { return std::string(); }, &second);
+  EXPECT_EQ(s.code(), Status::Code::kUnavailable);
+  EXPECT_EQ(s.message(), "cannot listen for metrics on " + address + " (address in use or invalid?)");
+  EXPECT_EQ(MetricsHttpServer::Start("nonsense", [] { return std::string(); }, &second).code(),
+            Status::Code::kInvalidArgument);
+}
+
+TEST(MetricsHttpServerTest, StopRightAfterStartReturns) {
+  for (int i = 0; i < 20; ++i) {
+    std::unique_ptr<MetricsHttpServer> server;
+    ASSERT_TRUE(MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string(); }, &server).ok());
+  }  // Each destructor stops and joins.
 }
 
 }  // namespace
