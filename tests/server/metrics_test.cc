@@ -1,19 +1,25 @@
-// The metric registry's text exposition (format 0.0.4), and the /metrics HTTP server.
+// The metric registry's text exposition, the /metrics HTTP server, and the coordinator's own
+// metrics as a Coordinator (in-process, fake clock) changes state.
 #include <httplib.h>
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <future>
 #include <limits>
 
+#include "server/coordinator.h"
+#include "server/coordinator_metrics.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "tests/server/coordinator_test_util.h"
 #include "tests/server/exposition_grammar.h"
 
 namespace moesweep {
 namespace {
 
 using moesweep::testing::ExpositionProblems;
+using moesweep::testing::SampleValue;
 
 TEST(MetricRegistryTest, CountersAndGaugesWithHelpTypeAndLabels) {
   MetricRegistry r;
@@ -179,6 +185,126 @@ TEST(MetricsHttpServerTest, StopRightAfterStartReturns) {
     std::unique_ptr<MetricsHttpServer> server;
     ASSERT_TRUE(MetricsHttpServer::Start("127.0.0.1:0", [] { return std::string(); }, &server).ok());
   }  // Each destructor stops and joins.
+}
+
+// ---------------------------------------------------------------------------------------------
+// The coordinator's metrics
+
+constexpr const char* kSpec = R"({
+  "name": "metrics",
+  "objective": {"metric": "val_accuracy", "goal": "maximize"},
+  "seeds": [1, 2],
+  "base": {"epochs": 3},
+  "stages": [{"name": "core", "grid": {"temperature": [0.5, 1.0, 1.5]}}],
+  "max_attempts": 2,
+  "lease_seconds": 10
+})";
+
+class CoordinatorMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open() {
+    registry_ = std::make_unique<MetricRegistry>();
+    metrics_ = std::make_unique<CoordinatorMetrics>(registry_.get(), db_.path());
+    CoordinatorOptions options;
+    options.metrics = metrics_.get();
+    Status s = Coordinator::Open(db_.path(), options, &clock_, &coordinator_);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+
+  // The value of `series` after everything queued so far has run.
+  double Value(const std::string& series) {
+    coordinator_->Sync();
+    std::string text = metrics_->Scrape();
+    std::optional<double> v = SampleValue(text, series);
+    EXPECT_TRUE(v.has_value()) << series << " missing from\n" << text;
+    return v.value_or(std::nan(""));
+  }
+
+  v1::AcquireTrialResponse Acquire() {
+    v1::AcquireTrialRequest req;
+    req.set_worker("w1");
+    v1::AcquireTrialResponse resp;
+    std::promise<Status> done;
+    coordinator_->AcquireTrial(req, &resp, std::chrono::seconds(0), nullptr,
+                               [&done](const Status& s) { done.set_value(s); });
+    EXPECT_TRUE(done.get_future().get().ok());
+    return resp;
+  }
+
+  TempDb db_{"metrics_test"};
+  FakeClock clock_;
+  std::unique_ptr<MetricRegistry> registry_;  // Declared before the coordinator: outlives it.
+  std::unique_ptr<CoordinatorMetrics> metrics_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorMetricsTest, TrialsSweepsAndLeasesFollowTheEngine) {
+  EXPECT_EQ(Value("moesweep_trials{state=\"pending\"}"), 0);
+  v1::SubmitSweepRequest submit;
+  submit.set_spec_json(kSpec);
+  v1::SubmitSweepResponse submitted;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::SubmitSweep, submit, &submitted).ok());
+  EXPECT_EQ(Value("moesweep_trials{state=\"pending\"}"), 6);
+  EXPECT_EQ(Value("moesweep_sweeps{state=\"running\"}"), 1);
+  EXPECT_EQ(Value("moesweep_queue_depth"), 6);
+
+  v1::AcquireTrialResponse a = Acquire(), b = Acquire();
+  ASSERT_TRUE(a.has_trial() && b.has_trial());
+  EXPECT_EQ(Value("moesweep_trials{state=\"running\"}"), 2);
+  EXPECT_EQ(Value("moesweep_leases_granted_total"), 2);
+  EXPECT_EQ(Value("moesweep_queue_depth"), 4);
+
+  v1::CompleteTrialRequest complete;
+  complete.set_lease_token(a.lease_token());
+  complete.set_outcome(v1::CompleteTrialRequest::SUCCEEDED);
+  (*complete.mutable_metrics())["val_accuracy"] = 0.5;
+  v1::CompleteTrialResponse completed;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::CompleteTrial, complete, &completed).ok());
+  clock_.Advance(10.5);  // b's lease expires; with max_attempts 2 it is queued again.
+  EXPECT_EQ(Value("moesweep_leases_expired_total"), 1);
+  EXPECT_EQ(Value("moesweep_trials{state=\"succeeded\"}"), 1);
+  EXPECT_EQ(Value("moesweep_trials{state=\"running\"}"), 0);
+  EXPECT_EQ(Value("moesweep_trials{state=\"pending\"}"), 5);
+
+  v1::CancelSweepRequest cancel;
+  cancel.set_sweep_id(submitted.sweep_id());
+  v1::CancelSweepResponse cancelled;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::CancelSweep, cancel, &cancelled).ok());
+  EXPECT_EQ(Value("moesweep_trials{state=\"cancelled\"}"), 5);
+  EXPECT_EQ(Value("moesweep_trials{state=\"pending\"}"), 0);
+  EXPECT_EQ(Value("moesweep_sweeps{state=\"running\"}"), 0);
+  EXPECT_EQ(Value("moesweep_sweeps{state=\"cancelled\"}"), 1);
+  EXPECT_GT(Value("moesweep_database_bytes"), 0);
+  EXPECT_GE(Value("moesweep_batch_commands_count"), 5);
+  EXPECT_GE(Value("moesweep_commit_duration_seconds_count"), 4);
+  std::string text = metrics_->Scrape();
+  EXPECT_TRUE(ExpositionProblems(text).empty()) << ::testing::PrintToString(ExpositionProblems(text));
+}
+
+TEST_F(CoordinatorMetricsTest, ARestartCountsWhatTheEngineCountedAsItWent) {
+  v1::SubmitSweepRequest submit;
+  submit.set_spec_json(kSpec);
+  v1::SubmitSweepResponse submitted;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::SubmitSweep, submit, &submitted).ok());
+  v1::AcquireTrialResponse a = Acquire();
+  v1::CompleteTrialRequest complete;
+  complete.set_lease_token(a.lease_token());
+  complete.set_outcome(v1::CompleteTrialRequest::FAILED);
+  v1::CompleteTrialResponse completed;
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::CompleteTrial, complete, &completed).ok());
+  Acquire();
+  std::vector<std::string> series = {"moesweep_trials{state=\"pending\"}", "moesweep_trials{state=\"running\"}",
+                                     "moesweep_trials{state=\"failed\"}", "moesweep_sweeps{state=\"running\"}"};
+  std::vector<double> before;
+  for (const auto& s : series) before.push_back(Value(s));
+  EXPECT_EQ(before, (std::vector<double>{4, 1, 1, 1}));
+
+  coordinator_.reset();
+  Open();  // Fresh metrics; the engine counts from the database.
+  for (size_t i = 0; i < series.size(); ++i) EXPECT_EQ(Value(series[i]), before[i]) << series[i];
+  EXPECT_EQ(Value("moesweep_leases_granted_total"), 0);  // A counter of this process.
 }
 
 }  // namespace
