@@ -38,6 +38,8 @@ packages=(
   procps
   # libcrypto for the coordinator's token hashes; the openssl command makes the TLS tests' certificates.
   libssl-dev openssl
+  # HTTP for the coordinator's Prometheus /metrics (--metrics-listen), and its tests' client.
+  libcpp-httplib-dev
   # Command trainers: the Python library's tests, the PyTorch example trainer (real PyTorch) and the
   # C++/Python expert-statistics parity test.
   python3-torch python3-yaml

@@ -213,7 +213,10 @@ void Coordinator::RunBatch(std::vector<Command>& batch) {
   // Without writes, a transaction is still needed when a lease is due or a parked long-poll can
   // be served.
   bool maintenance = engine_.NextLeaseDeadline() <= clock_->Now() || (!waiters_.empty() && engine_.HasPendingTrials());
+  CoordinatorMetrics* metrics = options_.metrics;
+  double commit_seconds = -1;
   if (any_writes || maintenance) {
+    auto began = metrics ? std::chrono::steady_clock::now() : SteadyTime();
     Status txn = store_->Begin();
     bool storage_failed = !txn.ok();
     if (!storage_failed) {
@@ -229,6 +232,7 @@ void Coordinator::RunBatch(std::vector<Command>& batch) {
       ServeWaiters(&replies);
     }
     Status commit = storage_failed ? Status::Internal("batch aborted") : store_->Commit();
+    if (metrics) commit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
     if (storage_failed || !commit.ok()) {
       // Nothing of this batch happened: say so to everyone in it and rebuild from the database.
       store_->Rollback();
@@ -249,6 +253,12 @@ void Coordinator::RunBatch(std::vector<Command>& batch) {
     Publish(engine_.TakeEvents());
   }
   ExpireWaiters(std::chrono::steady_clock::now());
+  if (metrics) {
+    // Before the reads: a Sync() that returns sees this batch's state. (Answers over gRPC leave
+    // only when this thread polls again, after the batch.)
+    metrics->PublishState(engine_.stats(), engine_.PendingTrials(), waiters_.size());
+    metrics->RecordBatch(batch.size(), commit_seconds);
+  }
   for (Command* c : reads) {
     std::optional<Status> s = c->run();
     if (s) c->done(*s);

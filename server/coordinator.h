@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "moesweep/v1/moesweep.pb.h"
 #include "server/clock.h"
+#include "server/coordinator_metrics.h"
 #include "server/sweep_engine.h"
 #include "server/sweep_store.h"
 
@@ -31,6 +32,8 @@ struct CoordinatorOptions {
   EngineOptions engine;
   double max_wait_seconds = 60;  // Cap on an AcquireTrial long-poll.
   int replay_page = 1000;        // Stored events sent to a watcher per page.
+  // Where to record metrics (not owned; outlives the coordinator and its server); null: none.
+  CoordinatorMetrics* metrics = nullptr;
 };
 
 // Where a watched sweep's events go. The coordinator calls these on its own thread; they must not
@@ -101,6 +104,9 @@ class Coordinator {
   // From the next batch on, the thread waits in `loop->Poll` instead of on its condition
   // variable. `loop` must outlive the thread (Shutdown).
   void SetEventLoop(EventLoop* loop);
+
+  // options.metrics: the gRPC edge records its calls there, on this coordinator's thread.
+  CoordinatorMetrics* metrics() const { return options_.metrics; }
 
  private:
   using SteadyTime = std::chrono::steady_clock::time_point;

@@ -14,12 +14,16 @@
 #include "server/backup.h"
 #include "server/clock.h"
 #include "server/coordinator.h"
+#include "server/coordinator_metrics.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/service.h"
 
 namespace {
 
 constexpr const char* kUsage = R"(usage: moesweep-coordinator [--listen HOST:PORT] [--db PATH] [--max-stage-trials N]
                             [--token-file PATH] [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
+                            [--metrics-listen HOST:PORT]
        moesweep-coordinator hash-token ROLE [NAME] < TOKEN
        moesweep-coordinator backup --db PATH --to FILE
 
@@ -34,6 +38,10 @@ sweep, trial, metric and event in a SQLite database. Unfinished sweeps resume on
   --tls-cert PEM          serve TLS with this certificate chain ...
   --tls-key PEM           ... and its private key
   --tls-client-ca PEM     also require client certificates signed by this CA
+  --metrics-listen HOST:PORT
+                          serve Prometheus metrics over plain HTTP at http://HOST:PORT/metrics
+                          (default: off). No tokens or TLS there: keep it on loopback or a
+                          network only your monitoring reaches
 
 hash-token reads a token on stdin and prints its token-file line, e.g.
   openssl rand -hex 32 > worker.token
@@ -107,6 +115,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "backup") return Backup(argc, argv);
   std::string listen = "127.0.0.1:50051";
   std::string db = "./moesweep.db";
+  std::string metrics_listen;
   moesweep::CoordinatorOptions options;
   moesweep::ServerSecurityFlags security_flags;
   for (int i = 1; i < argc; ++i) {
@@ -132,6 +141,13 @@ int main(int argc, char** argv) {
       if (!value(&security_flags.tls_key)) return Usage("--tls-key needs a PEM file");
     } else if (flag == "--tls-client-ca") {
       if (!value(&security_flags.tls_client_ca)) return Usage("--tls-client-ca needs a PEM file");
+    } else if (flag == "--metrics-listen") {
+      if (!value(&metrics_listen)) return Usage("--metrics-listen needs HOST:PORT");
+      std::string host;
+      int port = 0;
+      if (!moesweep::SplitHostPort(metrics_listen, &host, &port)) {
+        return Usage(fmt::format("--metrics-listen: '{}' is not HOST:PORT", metrics_listen));
+      }
     } else if (flag == "--max-stage-trials") {
       if (!value(&v)) return Usage("--max-stage-trials needs a number");
       char* end = nullptr;
@@ -168,12 +184,36 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Declared before the coordinator and the servers: they record into it until they are gone.
+  moesweep::MetricRegistry registry;
+  std::unique_ptr<moesweep::CoordinatorMetrics> metrics;
+  if (!metrics_listen.empty()) {
+    metrics = std::make_unique<moesweep::CoordinatorMetrics>(&registry, db);
+    options.metrics = metrics.get();
+  }
+
   moesweep::SystemClock clock;
   std::unique_ptr<moesweep::Coordinator> coordinator;
   moesweep::Status s = moesweep::Coordinator::Open(db, options, &clock, &coordinator);
   if (!s.ok()) {
     std::cerr << "moesweep-coordinator: " << s.message() << "\n";
     return 1;
+  }
+  // Metrics first: a port taken there stops the start before any worker is served.
+  std::unique_ptr<moesweep::MetricsHttpServer> metrics_server;
+  if (metrics) {
+    s = moesweep::MetricsHttpServer::Start(metrics_listen, [m = metrics.get()] { return m->Scrape(); },
+                                           &metrics_server);
+    if (!s.ok()) {
+      std::cerr << "moesweep-coordinator: --metrics-listen: " << s.message() << "\n";
+      return 1;
+    }
+    // The port as bound (for :0), and no "(port N)": tools read the gRPC port from the line below.
+    std::string host;
+    int unused = 0;
+    moesweep::SplitHostPort(metrics_listen, &host, &unused);
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    std::cerr << fmt::format("moesweep-coordinator: metrics on http://{}:{}/metrics\n", host, metrics_server->port());
   }
   std::unique_ptr<moesweep::CoordinatorServer> server;
   s = moesweep::CoordinatorServer::Start(coordinator.get(), listen, security, &server);
@@ -191,6 +231,7 @@ int main(int argc, char** argv) {
   std::cerr << fmt::format("moesweep-coordinator: {} received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   server->Shutdown();
   coordinator.reset();
+  if (metrics_server) metrics_server->Stop();
   std::cerr << "moesweep-coordinator: stopped\n";
   return 0;
 }

@@ -189,7 +189,7 @@ class Endpoint final : public EventLoop {
   // Registers both services and the queue with `builder`, before BuildAndStart. `tokens` (null:
   // every call is admitted) outlives the endpoint.
   Endpoint(Coordinator* coordinator, const TokenTable* tokens, grpc::ServerBuilder* builder)
-      : coordinator_(coordinator), tokens_(tokens) {
+      : coordinator_(coordinator), tokens_(tokens), metrics_(coordinator->metrics()) {
     builder->RegisterService(&sweeps_);
     builder->RegisterService(&workers_);
     builder->RegisterService(&health_);
@@ -250,7 +250,15 @@ class Endpoint final : public EventLoop {
   void AddStream(grpc::ServerContext* ctx) { streams_.insert(ctx); }
   // Bytes of events queued for all watchers (WatchCall keeps its share up to date).
   size_t watch_bytes() const { return watch_bytes_.load(std::memory_order_relaxed); }
-  void AddWatchBytes(int64_t delta) { watch_bytes_.fetch_add(static_cast<size_t>(delta), std::memory_order_relaxed); }
+  void AddWatchBytes(int64_t delta) {
+    size_t bytes = watch_bytes_.fetch_add(static_cast<size_t>(delta), std::memory_order_relaxed) + delta;
+    if (metrics_) metrics_->SetWatchQueueBytes(bytes);
+  }
+  void AddWatcher(int delta) {
+    watchers_ += delta;
+    if (metrics_) metrics_->SetWatchers(watchers_);
+  }
+  CoordinatorMetrics* metrics() const { return metrics_; }
   void RemoveStream(grpc::ServerContext* ctx) { streams_.erase(ctx); }
 
  private:
@@ -265,6 +273,8 @@ class Endpoint final : public EventLoop {
 
   Coordinator* coordinator_;
   const TokenTable* tokens_;
+  CoordinatorMetrics* metrics_;  // Null: none recorded.
+  size_t watchers_ = 0;
   SweepAsync sweeps_;
   WorkerAsync workers_;
   HealthAsync health_;
@@ -284,6 +294,7 @@ namespace {
 class CallBase : public Endpoint::Call {
  public:
   void Proceed(int op, bool ok) final {
+    if (answering_ && (op == kFinish || op == kWrite)) Answered();
     if (!endpoint_->draining()) Handle(op, ok);
     Release();
   }
@@ -313,12 +324,37 @@ class CallBase : public Endpoint::Call {
     };
   }
 
+  // Metrics: Started() once a request has been read; Answering() right before its answer (a
+  // Finish, or a stream's Write) starts. The call is counted when that operation completes, with
+  // its latency unless `timed` is false.
+  void Started() {
+    if (endpoint_->metrics()) started_ = std::chrono::steady_clock::now();
+  }
+  void Answering(Rpc rpc, grpc::StatusCode code, bool timed = true) {
+    if (!endpoint_->metrics()) return;
+    answering_ = true;
+    answer_rpc_ = rpc;
+    answer_code_ = code;
+    timed_ = timed;
+  }
+
   Endpoint* endpoint_;
 
  private:
+  void Answered() {
+    answering_ = false;
+    double seconds = timed_ ? std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count() : -1;
+    endpoint_->metrics()->RecordRpc(answer_rpc_, answer_code_, seconds);
+  }
   void Release() {
     if (--pending_ == 0) delete this;
   }
+
+  std::chrono::steady_clock::time_point started_;
+  bool answering_ = false;
+  bool timed_ = true;
+  Rpc answer_rpc_ = Rpc::kCount;
+  grpc::StatusCode answer_code_ = grpc::StatusCode::OK;
 
   Endpoint::Tag tags_[kNumOps];
   int pending_ = 0;
@@ -332,8 +368,10 @@ class UnaryCall final : public CallBase {
                                           grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
   using ForwardMethod = void (Coordinator::*)(const Request&, Response*, Coordinator::Done);
 
-  UnaryCall(Endpoint* endpoint, Permission permission, Service* service, RequestMethod request, ForwardMethod forward)
+  UnaryCall(Endpoint* endpoint, Rpc rpc, Permission permission, Service* service, RequestMethod request,
+            ForwardMethod forward)
       : CallBase(endpoint),
+        rpc_(rpc),
         permission_(permission),
         service_(service),
         request_method_(request),
@@ -345,17 +383,23 @@ class UnaryCall final : public CallBase {
  private:
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;  // Answered; or the server is shutting down.
-    new UnaryCall(endpoint_, permission_, service_, request_method_, forward_);
+    Started();
+    new UnaryCall(endpoint_, rpc_, permission_, service_, request_method_, forward_);
     Status s = endpoint_->Admit(ctx_, permission_);
     if (s.ok()) s = CheckRequest(&request_);
     if (!s.ok()) {
-      return responder_.FinishWithError(ToGrpcStatus(s), Begin(kFinish));
+      grpc::Status status = ToGrpcStatus(s);
+      Answering(rpc_, status.error_code());
+      return responder_.FinishWithError(status, Begin(kFinish));
     }
     (endpoint_->coordinator()->*forward_)(request_, &response_, Held([this](const Status& s) {
-      responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+      grpc::Status status = ToGrpcStatus(s);
+      Answering(rpc_, status.error_code());
+      responder_.Finish(response_, status, Begin(kFinish));
     }));
   }
 
+  Rpc rpc_;
   Permission permission_;
   Service* service_;
   RequestMethod request_method_;
@@ -367,11 +411,11 @@ class UnaryCall final : public CallBase {
 };
 
 template <typename Service, typename Request, typename Response>
-void Arm(Endpoint* endpoint, int count, Permission permission, Service* service,
+void Arm(Endpoint* endpoint, int count, Rpc rpc, Permission permission, Service* service,
          typename UnaryCall<Service, Request, Response>::RequestMethod request,
          void (Coordinator::*forward)(const Request&, Response*, Coordinator::Done)) {
   for (int i = 0; i < count; ++i) {
-    new UnaryCall<Service, Request, Response>(endpoint, permission, service, request, forward);
+    new UnaryCall<Service, Request, Response>(endpoint, rpc, permission, service, request, forward);
   }
 }
 
@@ -392,12 +436,15 @@ class AcquireCall final : public CallBase {
       return;
     }
     if (op != kRequest || !ok) return;
+    Started();
     ExpectDone();
     new AcquireCall(endpoint_);
     Status s = endpoint_->Admit(ctx_, Permission::kWork);
     if (s.ok()) s = CheckRequest(&request_);
     if (!s.ok()) {
-      return responder_.FinishWithError(ToGrpcStatus(s), Begin(kFinish));
+      grpc::Status status = ToGrpcStatus(s);
+      Answering(Rpc::kAcquireTrial, status.error_code());
+      return responder_.FinishWithError(status, Begin(kFinish));
     }
     double wait = std::max(0.0, request_.wait_seconds());
     // Answer "no trial" a little before the caller's deadline rather than let the call fail.
@@ -405,7 +452,9 @@ class AcquireCall final : public CallBase {
     wait = std::max(0.0, std::min(wait, until_deadline - 0.25));
     endpoint_->coordinator()->AcquireTrial(request_, &response_, std::chrono::duration<double>(wait),
                                            [this] { return gone_; }, Held([this](const Status& s) {
-                                             responder_.Finish(response_, ToGrpcStatus(s), Begin(kFinish));
+                                             grpc::Status status = ToGrpcStatus(s);
+                                             Answering(Rpc::kAcquireTrial, status.error_code());
+                                             responder_.Finish(response_, status, Begin(kFinish));
                                            }));
   }
 
@@ -430,25 +479,34 @@ class ReportStreamCall final : public CallBase {
     switch (op) {
       case kRequest:
         if (!ok) return;
+        Started();
         new ReportStreamCall(endpoint_);
         if (Status s = endpoint_->Admit(ctx_, Permission::kWork); !s.ok()) {
-          return stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
+          return Fail(ToGrpcStatus(s));
         }
         endpoint_->AddStream(&ctx_);
         return stream_.Read(&request_, Begin(kRead));
       case kRead:
         if (!ok) return stream_.Finish(grpc::Status::OK, Begin(kFinish));  // The worker closed its side.
+        Started();
         response_.Clear();
-        if (Status s = CheckRequest(&request_); !s.ok()) return stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
+        if (Status s = CheckRequest(&request_); !s.ok()) return Fail(ToGrpcStatus(s));
         endpoint_->coordinator()->ReportProgress(request_, &response_, Held([this](const Status& s) {
-          if (s.ok()) return stream_.Write(response_, Begin(kWrite));
-          stream_.Finish(ToGrpcStatus(s), Begin(kFinish));
+          if (!s.ok()) return Fail(ToGrpcStatus(s));
+          Answering(Rpc::kReportProgressStream, grpc::StatusCode::OK);
+          stream_.Write(response_, Begin(kWrite));
         }));
         return;
       case kWrite:
         if (!ok) return stream_.Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the worker went away"), Begin(kFinish));
         return stream_.Read(&request_, Begin(kRead));
     }
+  }
+
+  // Ends the stream with `status`, the answer to the report just read (or to the stream's start).
+  void Fail(const grpc::Status& status) {
+    Answering(Rpc::kReportProgressStream, status.error_code());
+    stream_.Finish(status, Begin(kFinish));
   }
 
   grpc::ServerContext ctx_;
@@ -468,6 +526,7 @@ class SubmitCall final : public CallBase {
  private:
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;
+    Started();
     new SubmitCall(endpoint_);
     Status s = endpoint_->Admit(ctx_, Permission::kSubmit);
     if (s.ok()) s = DecodeSubmit(raw_, &request_);
@@ -484,7 +543,9 @@ class SubmitCall final : public CallBase {
       grpc::Slice slice(bytes);
       out = grpc::ByteBuffer(&slice, 1);
     }
-    responder_.Finish(out, ToGrpcStatus(s), Begin(kFinish));
+    grpc::Status status = ToGrpcStatus(s);
+    Answering(Rpc::kSubmitSweep, status.error_code());
+    responder_.Finish(out, status, Begin(kFinish));
   }
 
   grpc::ServerContext ctx_;
@@ -522,6 +583,7 @@ class WatchCall final : public CallBase {
     sink_->Detach();
     Unqueued(queued_bytes_);
     endpoint_->RemoveStream(&ctx_);
+    if (watching_) endpoint_->AddWatcher(-1);
   }
 
   bool Push(const v1::SweepEvent& event) {
@@ -571,6 +633,8 @@ class WatchCall final : public CallBase {
           return FinishNow();
         }
         endpoint_->AddStream(&ctx_);
+        watching_ = true;
+        endpoint_->AddWatcher(1);
         last_seq_ = request_.after_seq();
         return Watch();
       case kDone:  // The call is over: finished, or the watcher went away.
@@ -613,6 +677,7 @@ class WatchCall final : public CallBase {
   void FinishNow() {
     if (finished_) return;
     finished_ = true;
+    Answering(Rpc::kWatchSweep, close_status_.error_code(), /*timed=*/false);
     writer_.Finish(close_status_, Begin(kFinish));
   }
 
@@ -634,6 +699,7 @@ class WatchCall final : public CallBase {
   bool resume_ = false;
   bool closing_ = false;
   bool finished_ = false;
+  bool watching_ = false;  // Admitted: counted in the endpoint's watchers.
   grpc::Status close_status_;
 };
 
@@ -656,14 +722,17 @@ class HealthCheckCall final : public CallBase {
  private:
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;
+    Started();
     new HealthCheckCall(endpoint_);
     const std::string& service = request_.service();
     if (!service.empty() && service != v1::SweepService::service_full_name() &&
         service != v1::WorkerService::service_full_name()) {
+      Answering(Rpc::kHealthCheck, grpc::StatusCode::NOT_FOUND);
       return responder_.Finish(response_, grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service " + service),
                                Begin(kFinish));
     }
     response_.set_status(grpc::health::v1::HealthCheckResponse::SERVING);
+    Answering(Rpc::kHealthCheck, grpc::StatusCode::OK);
     responder_.Finish(response_, grpc::Status::OK, Begin(kFinish));
   }
 
@@ -683,7 +752,9 @@ class HealthWatchCall final : public CallBase {
  private:
   void Handle(int op, bool ok) override {
     if (op != kRequest || !ok) return;
+    Started();
     new HealthWatchCall(endpoint_);
+    Answering(Rpc::kHealthWatch, grpc::StatusCode::UNIMPLEMENTED);
     writer_.Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "use grpc.health.v1.Health/Check"), Begin(kFinish));
   }
 
@@ -701,13 +772,17 @@ void Endpoint::Start() {
     new ReportStreamCall(this);
   }
   using P = Permission;
-  Arm(this, kArmedPerWorkerMethod, P::kWork, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
-  Arm(this, kArmedPerWorkerMethod, P::kWork, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
-  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
-  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
-  Arm(this, kArmedPerSweepMethod, P::kSubmit, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
-  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
-  Arm(this, kArmedPerSweepMethod, P::kRead, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
+  Arm(this, kArmedPerWorkerMethod, Rpc::kReportProgress,
+      P::kWork, &workers_, &WorkerAsync::RequestReportProgress, &C::ReportProgress);
+  Arm(this, kArmedPerWorkerMethod, Rpc::kCompleteTrial,
+      P::kWork, &workers_, &WorkerAsync::RequestCompleteTrial, &C::CompleteTrial);
+  Arm(this, kArmedPerSweepMethod, Rpc::kGetSweep, P::kRead, &sweeps_, &SweepAsync::RequestGetSweep, &C::GetSweep);
+  Arm(this, kArmedPerSweepMethod, Rpc::kListSweeps, P::kRead, &sweeps_, &SweepAsync::RequestListSweeps, &C::ListSweeps);
+  Arm(this, kArmedPerSweepMethod, Rpc::kCancelSweep,
+      P::kSubmit, &sweeps_, &SweepAsync::RequestCancelSweep, &C::CancelSweep);
+  Arm(this, kArmedPerSweepMethod, Rpc::kListTrials, P::kRead, &sweeps_, &SweepAsync::RequestListTrials, &C::ListTrials);
+  Arm(this, kArmedPerSweepMethod, Rpc::kGetBestConfig,
+      P::kRead, &sweeps_, &SweepAsync::RequestGetBestConfig, &C::GetBestConfig);
   for (int i = 0; i < kArmedPerSweepMethod; ++i) {
     new SubmitCall(this);
     new WatchCall(this);

@@ -108,6 +108,7 @@ Status SweepEngine::Submit(const std::string& spec_json, v1::SubmitSweepResponse
   int64_t id = 0;
   RETURN_IF_ERROR(store_->InsertSweep(row, &id));
   row.id = id;
+  ++stats_.sweeps_by_state[v1::SWEEP_RUNNING];
 
   if (spec.baseline) RETURN_IF_ERROR(store_->InsertStage(id, {0, "baseline", v1::STAGE_WAITING}));
   for (size_t i = 0; i < spec.stages.size(); ++i) {
@@ -167,6 +168,7 @@ Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vecto
     trial.set_created_at(now);
     int64_t id = 0;
     RETURN_IF_ERROR(store_->InsertTrial(trial, &id));
+    ++stats_.trials_by_state[v1::TRIAL_PENDING];
     TrialState& t = trials_[id];
     t.id = id;
     t.sweep_id = sweep.id;
@@ -190,6 +192,14 @@ bool SweepEngine::HasPendingTrials() const {
     if (sweep.state == v1::SWEEP_RUNNING && !sweep.pending.empty()) return true;
   }
   return false;
+}
+
+int64_t SweepEngine::PendingTrials() const {
+  int64_t n = 0;
+  for (const auto& [id, sweep] : sweeps_) {
+    if (sweep.state == v1::SWEEP_RUNNING) n += static_cast<int64_t>(sweep.pending.size());
+  }
+  return n;
 }
 
 double SweepEngine::NextLeaseDeadline() const {
@@ -221,7 +231,8 @@ Status SweepEngine::Acquire(const v1::AcquireTrialRequest& request, v1::AcquireT
     ++t.attempt;
     t.token = token;
     t.worker = worker;
-    t.state = v1::TRIAL_RUNNING;
+    SetTrialState(t, v1::TRIAL_RUNNING);
+    ++stats_.leases_granted;
     t.lease_deadline = now + sweep.spec.lease_seconds;
     tokens_[token] = t.id;
     leased_.insert(t.id);
@@ -347,6 +358,7 @@ Status SweepEngine::ExpireLeases() {
     int64_t sweep_id = t.sweep_id;
     ActiveSweep& sweep = sweeps_.at(sweep_id);
     ++t.lost_leases;
+    ++stats_.leases_expired;
     std::string reason = fmt::format("lease of worker {} expired (attempt {}, no report for {} s)", t.worker,
                                      t.attempt, sweep.spec.lease_seconds);
     if (sweep.state == v1::SWEEP_CANCELLING) {
@@ -370,7 +382,7 @@ Status SweepEngine::Requeue(ActiveSweep& sweep, TrialState& t, const std::string
   RETURN_IF_ERROR(store_->MarkTrialRequeued(t.id, t.lost_leases, reason));
   tokens_.erase(t.token);
   t.token.clear();
-  t.state = v1::TRIAL_PENDING;
+  SetTrialState(t, v1::TRIAL_PENDING);
   t.error = reason;
   t.stop_requested = false;
   leased_.erase(t.id);
@@ -398,7 +410,7 @@ Status SweepEngine::FinishTrial(ActiveSweep& sweep, TrialState& t, v1::TrialStat
     leased_.erase(t.id);
     --sweep.running;
   }
-  t.state = state;
+  SetTrialState(t, state);
   t.objective = objective;
   t.error = error;
 
@@ -511,7 +523,7 @@ Status SweepEngine::Cancel(int64_t sweep_id, v1::CancelSweepResponse* response) 
 
 Status SweepEngine::WindDown(ActiveSweep& sweep, v1::SweepState final_state, const std::string& error,
                              int* cancelled, int* stopping) {
-  sweep.state = v1::SWEEP_CANCELLING;
+  SetSweepState(sweep, v1::SWEEP_CANCELLING);
   sweep.final_state = final_state;
   sweep.final_error = error;
   RETURN_IF_ERROR(store_->UpdateSweep(sweep.id, v1::SWEEP_CANCELLING, sweep.current_stage, error, 0));
@@ -555,7 +567,7 @@ Status SweepEngine::FinishSweep(ActiveSweep& sweep, v1::SweepState state, const 
     }
   }
   RETURN_IF_ERROR(store_->UpdateSweep(sweep.id, state, sweep.current_stage, error, now));
-  sweep.state = state;
+  SetSweepState(sweep, state);
   SweepRow row;
   RETURN_IF_ERROR(store_->GetSweep(sweep.id, &row));
   v1::SweepEvent event;
@@ -563,6 +575,18 @@ Status SweepEngine::FinishSweep(ActiveSweep& sweep, v1::SweepState state, const 
   RETURN_IF_ERROR(Emit(sweep, v1::SWEEP_FINISHED, std::move(event)));
   ForgetSweep(sweep.id);
   return Status::Ok();
+}
+
+void SweepEngine::SetTrialState(TrialState& trial, v1::TrialState state) {
+  --stats_.trials_by_state[trial.state];
+  ++stats_.trials_by_state[state];
+  trial.state = state;
+}
+
+void SweepEngine::SetSweepState(ActiveSweep& sweep, v1::SweepState state) {
+  --stats_.sweeps_by_state[sweep.state];
+  ++stats_.sweeps_by_state[state];
+  sweep.state = state;
 }
 
 void SweepEngine::ForgetSweep(int64_t sweep_id) {
@@ -586,6 +610,17 @@ Status SweepEngine::Recover() {
   released_.clear();
   leased_.clear();
   events_.clear();
+  std::map<v1::TrialState, int64_t> trial_counts;
+  std::map<v1::SweepState, int64_t> sweep_counts;
+  RETURN_IF_ERROR(store_->CountAllByState(&trial_counts, &sweep_counts));
+  stats_.trials_by_state.fill(0);
+  stats_.sweeps_by_state.fill(0);
+  for (const auto& [state, n] : trial_counts) {
+    if (v1::TrialState_IsValid(state)) stats_.trials_by_state[state] = n;
+  }
+  for (const auto& [state, n] : sweep_counts) {
+    if (v1::SweepState_IsValid(state)) stats_.sweeps_by_state[state] = n;
+  }
 
   std::vector<SweepRow> rows;
   RETURN_IF_ERROR(store_->ListActiveSweeps(&rows));

@@ -6,6 +6,7 @@
 #ifndef MOESWEEP_SERVER_SWEEP_ENGINE_H_
 #define MOESWEEP_SERVER_SWEEP_ENGINE_H_
 
+#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -24,6 +25,18 @@ namespace moesweep {
 
 struct EngineOptions {
   SpecLimits spec_limits;
+};
+
+// Counts for the coordinator's metrics, kept up to date by every change (no SQL to read them).
+struct EngineStats {
+  // Every trial and sweep in the database, by state (indexed by the proto enum). Recover()
+  // counts them afresh.
+  std::array<int64_t, v1::TrialState_ARRAYSIZE> trials_by_state{};
+  std::array<int64_t, v1::SweepState_ARRAYSIZE> sweeps_by_state{};
+  // Since the process started; never reset. A lease granted in a batch that was then rolled back
+  // still counts (rare: only a failing database rolls back).
+  int64_t leases_granted = 0;
+  int64_t leases_expired = 0;
 };
 
 class SweepEngine {
@@ -46,6 +59,9 @@ class SweepEngine {
   Status ExpireLeases();
 
   bool HasPendingTrials() const;
+  // Trials a worker could lease now: pending in running sweeps.
+  int64_t PendingTrials() const;
+  const EngineStats& stats() const { return stats_; }
   // Earliest lease deadline, or +inf.
   double NextLeaseDeadline() const;
 
@@ -113,6 +129,9 @@ class SweepEngine {
   Status FinishSweep(ActiveSweep& sweep, v1::SweepState state, const std::string& error);
   void ForgetStageTrials(ActiveSweep& sweep, int stage);
   void ForgetSweep(int64_t sweep_id);
+  // Moves a trial (or sweep) from one state to another in stats_, and sets it.
+  void SetTrialState(TrialState& trial, v1::TrialState state);
+  void SetSweepState(ActiveSweep& sweep, v1::SweepState state);
 
   Status BuildSweep(const SweepRow& row, v1::Sweep* sweep);
   Status BuildStages(const SweepRow& row, std::optional<int> only, std::vector<v1::StageResult>* stages);
@@ -130,6 +149,7 @@ class SweepEngine {
   std::unordered_set<int64_t> leased_;  // Trials RUNNING under a lease.
   std::vector<v1::SweepEvent> events_;
   std::mt19937_64 rng_;
+  EngineStats stats_;
 };
 
 }  // namespace moesweep

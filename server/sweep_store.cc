@@ -468,6 +468,18 @@ Status SweepStore::CountTrials(int64_t sweep_id, std::map<v1::TrialState, int>* 
   return stmt->status();
 }
 
+Status SweepStore::CountAllByState(std::map<v1::TrialState, int64_t>* trials,
+                                   std::map<v1::SweepState, int64_t>* sweeps) {
+  {
+    PREPARE(stmt, "SELECT state, COUNT(*) FROM trials GROUP BY state");
+    while (stmt->Step()) (*trials)[static_cast<v1::TrialState>(stmt->ColumnInt(0))] = stmt->ColumnInt(1);
+    if (!stmt->status().ok()) return stmt->status();
+  }
+  PREPARE(stmt, "SELECT state, COUNT(*) FROM sweeps GROUP BY state");
+  while (stmt->Step()) (*sweeps)[static_cast<v1::SweepState>(stmt->ColumnInt(0))] = stmt->ColumnInt(1);
+  return stmt->status();
+}
+
 Status SweepStore::FindTrialByToken(const std::string& token, std::optional<TrialRow>* row) {
   static const std::string sql = fmt::format("SELECT {} FROM trials WHERE lease_token = ? AND lease_token != ''", kTrialColumns);
   PREPARE(stmt, sql.c_str());

@@ -96,6 +96,8 @@ class SweepStore {
   Status ListTrials(int64_t sweep_id, const TrialFilter& filter, std::vector<TrialRow>* rows);
   // Trial counts by state for one sweep.
   Status CountTrials(int64_t sweep_id, std::map<v1::TrialState, int>* counts);
+  // How many trials and sweeps are in each state, over the whole database (a full scan).
+  Status CountAllByState(std::map<v1::TrialState, int64_t>* trials, std::map<v1::SweepState, int64_t>* sweeps);
   // The trial whose current or last lease used `token`, if any.
   Status FindTrialByToken(const std::string& token, std::optional<TrialRow>* row);
   // Events with seq > after_seq, oldest first, at most `limit`; without TRIAL_PROGRESS if asked.
