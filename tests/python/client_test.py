@@ -403,6 +403,36 @@ class FinishedSweepTest(CoordinatorTestCase):
         self.assertEqual(means.idxmax(), 0.7)
 
 
+class DocsExampleTest(CoordinatorTestCase):
+    """docs/python-client.md's notebook, run as written against a coordinator and a fake worker."""
+
+    def test_the_notebook_runs(self):
+        source = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+        with open(os.path.join(source, "docs", "python-client.md"), encoding="utf-8") as f:
+            blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+        self.assertGreaterEqual(len(blocks), 4)
+        code = "\n".join(blocks)
+        self.assertIn('"127.0.0.1:50051"', code)
+        code = code.replace('"127.0.0.1:50051"', repr(self.coordinator.address))
+        code = code.replace('"sweeps/demo.json"', repr(os.path.join(source, "sweeps", "demo.json")))
+        worker = FakeWorker(self.coordinator.address)
+        worker.start()
+        self.addCleanup(worker.stop)
+        workdir = os.path.join(self.tmp, "notebook")
+        os.makedirs(workdir)
+        done = subprocess.run([sys.executable, "-c", code], cwd=workdir, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+                              env=dict(os.environ, MPLBACKEND="Agg"))
+        self.assertEqual(done.returncode, 0, done.stdout)
+        self.assertIn("SWEEP_SUCCEEDED", done.stdout)
+        self.assertIn("stage core decided", done.stdout)
+        try:
+            import matplotlib  # noqa: F401
+            self.assertEqual([n for n in os.listdir(workdir) if n.endswith(".png")], ["sweep-1.png"])
+        except ImportError:
+            pass
+
+
 class WatchAcrossRestartTest(unittest.TestCase):
     """kill -9 of the coordinator mid-sweep: the generator reconnects to the restarted coordinator
     and goes on after its last event."""
