@@ -470,6 +470,24 @@ class WatchAcrossRestartTest(unittest.TestCase):
         self.assertEqual(len(client.trials(sweep_id, state="succeeded")), TRIALS_TOTAL)
 
 
+    def test_gives_up_when_the_coordinator_stays_away(self):
+        tmp = tempfile.mkdtemp(prefix="moesweep-pyclient-gone-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        coordinator = CoordinatorProcess(tmp)
+        coordinator.start()
+        self.addCleanup(coordinator.stop)
+        with moesweep.Client(coordinator.address) as client:
+            events = client.watch(client.submit(SPEC), reconnect_timeout=1.0)
+            self.assertEqual(next(events)["type"], "SWEEP_SUBMITTED")
+            coordinator.kill9()
+            started = time.monotonic()
+            with self.assertRaises(moesweep.ClientError) as caught:
+                list(events)
+            self.assertEqual(caught.exception.code, grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("gave up watching sweep", caught.exception.details)
+            self.assertLess(time.monotonic() - started, 15)
+
+
 class TokenAuthTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
