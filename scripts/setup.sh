@@ -43,6 +43,11 @@ packages=(
   # Command trainers: the Python library's tests, the PyTorch example trainer (real PyTorch) and the
   # C++/Python expert-statistics parity test.
   python3-torch python3-yaml
+  # The Python client (moesweep.Client) and its tests against a real coordinator: gRPC and protobuf
+  # for Python (grpc_python_plugin, from protobuf-compiler-grpc above, generates its stubs); pandas
+  # for trials_frame; tqdm and matplotlib for the notebook in docs/python-client.md, which a test
+  # runs. python3-yaml (above) also checks deploy/kubernetes.
+  python3-grpcio python3-protobuf python3-pandas python3-tqdm python3-matplotlib
 )
 if [ "$bench" = 1 ]; then
   packages+=(python3-optuna python3-numpy linux-perf)

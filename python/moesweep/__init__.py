@@ -13,22 +13,40 @@ reports are just printed.
         moesweep.report(epoch, {"val_accuracy": acc, "train_loss": loss})
     moesweep.finish({"val_accuracy": acc})
 
-Standard library only.
+Standard library only. ``moesweep.Client`` (the coordinator's API from Python: submit, watch,
+trials...) lives in ``moesweep.client`` and needs grpcio and protobuf; it is imported only when
+first used, so a trainer never imports grpc.
 """
 
 import json
 import math
 import os
+import pkgutil
 import signal
 import sys
 import threading
+
+# The client's generated stubs (moesweep/v1/moesweep_pb2.py) live in a build folder, not in this
+# source tree: let another "moesweep" folder on sys.path (e.g. build/python, added by ctest)
+# contribute subpackages.
+__path__ = pkgutil.extend_path(__path__, __name__)
 
 __all__ = [
     "PREFIX", "STOPPED_EXIT_CODE", "EXPERT_STAT_FIELDS", "config", "parse_overrides", "under_moesweep",
     "trial_id", "seed", "output_dir", "report", "finish", "format_report", "should_stop",
     "install_stop_handler", "stop_requested",
-]
+]  # Not Client / ClientError: `from moesweep import *` must not import grpc.
 __version__ = "0.1.0"
+
+# Names served by moesweep.client, imported on first use (it needs grpc; trainers don't).
+_CLIENT_NAMES = ("Client", "ClientError")
+
+
+def __getattr__(name):
+    if name in _CLIENT_NAMES:
+        from . import client
+        return getattr(client, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 PREFIX = "@moesweep "
 # Exit status for "stopped on request": what a process killed by SIGTERM reports (128 + 15).

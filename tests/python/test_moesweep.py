@@ -228,6 +228,20 @@ class StopTest(unittest.TestCase):
 
 
 @unittest.skipIf(TORCH_MISSING, TORCH_MISSING)
+class StdlibOnlyTest(unittest.TestCase):
+    def test_a_trainer_never_imports_grpc(self):
+        # moesweep.Client is imported on first use only; `import *` must not touch it either.
+        code = ("import sys, moesweep\nfrom moesweep import *\ncfg = moesweep.config({'a': 1}, argv=[])\n"
+                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google', 'moesweep')))")
+        out = subprocess.run([sys.executable, "-c", code], env=clean_env(PYTHONPATH=PYTHONPATH),
+                             stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+        self.assertEqual(out.strip(), "['moesweep']")
+
+    def test_unknown_attributes_still_raise(self):
+        with self.assertRaises(AttributeError):
+            moesweep.no_such_name
+
+
 class TorchMeterTest(unittest.TestCase):
     """ExpertStatsMeter against a plain per-token reading of docs/worker.md."""
 
