@@ -94,6 +94,7 @@ Json TrialRecord(const v1::Trial& t, const ExportContext& context) {
   record["seed"] = t.seed();
   record["attempt"] = t.attempt();
   record["worker"] = t.worker();
+  if (t.reused_trial_id() > 0) record["reused_trial_id"] = t.reused_trial_id();
   std::string end = FormatIsoUtc(t.finished_at());
   record["end_time"] = end.empty() ? Json(nullptr) : Json(end);
   record["error"] = t.error();
@@ -135,7 +136,8 @@ void WriteCsv(const Trials& trials, const ExportContext& context, std::ostream& 
   }
 
   std::vector<std::string> header = {"experiment_id", "sweep_id", "trial_id", "stage", "stage_name", "point_index",
-                                     "seed", "status", "attempt", "worker", "start_time", "end_time", "error"};
+                                     "seed", "status", "attempt", "worker", "start_time", "end_time", "error",
+                                     "reused_trial_id"};
   for (const auto& p : params) header.push_back("param." + p);
   for (const auto& m : metric_names) header.push_back("metric." + m);
   for (int l : layers) {
@@ -153,7 +155,8 @@ void WriteCsv(const Trials& trials, const ExportContext& context, std::ostream& 
                                     std::to_string(t.stage()), StageName(context, t.stage()),
                                     std::to_string(t.point_index()), std::to_string(t.seed()),
                                     RecordStatus(t.state()), std::to_string(t.attempt()), t.worker(),
-                                    FormatIsoUtc(t.started_at()), FormatIsoUtc(t.finished_at()), t.error()};
+                                    FormatIsoUtc(t.started_at()), FormatIsoUtc(t.finished_at()), t.error(),
+                                    t.reused_trial_id() > 0 ? std::to_string(t.reused_trial_id()) : ""};
     for (const auto& p : params) {
       auto it = configs[i].find(p);
       row.push_back(it == configs[i].end() ? "" : CellText(*it));

@@ -243,7 +243,8 @@ void PrintTrials(const v1::ListTrialsResponse& response, const std::string& obje
     }
     std::string experts = FormatExpertSummary(t.expert_stats());
     row.push_back(experts.empty() ? "-" : experts);
-    row.push_back(t.worker().empty() ? "-" : t.worker());
+    row.push_back(t.reused_trial_id() > 0 ? fmt::format("reused #{}", t.reused_trial_id())
+                                          : t.worker().empty() ? "-" : t.worker());
     row.push_back(FormatPoint(t.point_json()));
     row.push_back(Shorten(t.error(), 60));
     table.AddRow(std::move(row));

@@ -164,7 +164,9 @@ std::vector<std::string> WatchView::Render(const v1::SweepEvent& event) {
         line += "  done     " + TrialLabel(t) + "  " + ObjectiveText(t);
         std::string experts = FormatExpertSummary(t.expert_stats());
         if (!experts.empty()) line += "  " + experts;
-        if (t.started_at() > 0 && t.finished_at() > t.started_at()) {
+        if (t.reused_trial_id() > 0) {
+          line += fmt::format("  (reused #{}: same config and seed)", t.reused_trial_id());
+        } else if (t.started_at() > 0 && t.finished_at() > t.started_at()) {
           line += "  (" + FormatDuration(t.finished_at() - t.started_at()) + ")";
         }
       } else if (t.state() == v1::TRIAL_FAILED) {

@@ -42,7 +42,7 @@ class SpecChecker {
     }
     static const std::set<std::string> kKeys = {"name",     "objective",    "seeds",         "base",   "stages",
                                                 "baseline", "max_attempts", "lease_seconds", "trainer",
-                                                "success"};
+                                                "success",  "reuse"};
     for (auto it = root.begin(); it != root.end(); ++it) {
       if (!kKeys.count(it.key())) UnknownKey("", it.key(), kKeys);
     }
@@ -71,6 +71,13 @@ class SpecChecker {
     CheckStages(root, spec);
     if (spec->trainer.is_command()) CheckCommandUsesConfig(root, *spec);
     CheckSuccess(root, spec);
+    if (auto it = root.find("reuse"); it != root.end()) {
+      if (it->is_boolean()) {
+        spec->reuse = it->get<bool>();
+      } else {
+        Error("reuse", fmt::format("expected true or false, got {}", Abbreviate(*it)));
+      }
+    }
     spec->max_attempts = static_cast<int>(Integer(root, "max_attempts", 3, 1, 100));
     if (auto it = root.find("lease_seconds"); it != root.end()) {
       if (!it->is_number() || it->get<double>() < 1 || it->get<double>() > 86400) {
@@ -598,6 +605,7 @@ Json SweepSpec::ToJson() const {
   }
   j["stages"] = stages_json;
   if (success_min_delta) j["success"] = {{"min_delta", *success_min_delta}};
+  if (!reuse) j["reuse"] = false;
   j["max_attempts"] = max_attempts;
   j["lease_seconds"] = lease_seconds;
   return j;

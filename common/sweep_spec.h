@@ -60,6 +60,9 @@ struct SweepSpec {
   // "success": {"min_delta": D}: a stage's winner should beat the baseline by D (seed 001's "+2
   // points"); stage results say whether it does.
   std::optional<double> success_min_delta;
+  // A trial whose config and seed equal a SUCCEEDED trial's of the sweep takes its results instead
+  // of running again ("reuse": false for trainers that are not deterministic).
+  bool reuse = true;
   int max_attempts = 3;
   double lease_seconds = 60;
 

@@ -7,6 +7,7 @@
 
 #include "common/command_template.h"
 #include "common/limits.h"
+#include "common/trial_schema.h"
 #include "server/significance.h"
 #include "server/stage_planner.h"
 
@@ -89,6 +90,7 @@ v1::Trial SweepEngine::EventTrial(const TrialState& t) const {
   trial.set_attempt(t.attempt);
   trial.set_worker(t.worker);
   trial.set_error(t.error);
+  trial.set_reused_trial_id(t.reused_from);
   return trial;
 }
 
@@ -143,20 +145,50 @@ Status SweepEngine::StartStage(ActiveSweep& sweep, int stage, const Json& carrie
     sweep.current_stage = stage;
     RETURN_IF_ERROR(store_->UpdateSweep(sweep.id, v1::SWEEP_RUNNING, stage, "", 0));
   }
-  RETURN_IF_ERROR(CreateTrials(sweep, stage, planned));
+  std::vector<std::pair<int64_t, TrialRow>> reusable;
+  RETURN_IF_ERROR(CreateTrials(sweep, stage, planned, &reusable));
   v1::SweepEvent event;
   v1::StageResult* result = event.mutable_stage();
   result->set_stage(stage);
   result->set_name(row.name);
   result->set_state(v1::STAGE_RUNNING);
   result->set_trials_total(static_cast<int>(planned.size()));
-  return Emit(sweep, v1::STAGE_STARTED, std::move(event));
+  RETURN_IF_ERROR(Emit(sweep, v1::STAGE_STARTED, std::move(event)));
+  // Last: finishing them may decide this stage and start the next.
+  return FinishReusedTrials(sweep, stage, std::move(reusable));
 }
 
-Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vector<PlannedTrial>& planned) {
+// Names a trial's config and seed for reuse: the built-in trainer's config with its defaults filled
+// in (so an omitted key equals its default), keys sorted.
+static std::string ReuseKey(const SweepSpec& spec, const Json& config) {
+  nlohmann::json sorted = spec.trainer.is_command() ? config : WithDefaults(config);
+  return sorted.dump();
+}
+
+Status SweepEngine::FinishReusedTrials(ActiveSweep& sweep, int stage,
+                                       std::vector<std::pair<int64_t, TrialRow>> reusable) {
+  for (auto& [id, original] : reusable) {
+    // An earlier one may have decided the stage (it was the last) and so forgotten its trials.
+    auto it = trials_.find(id);
+    if (it == trials_.end() || !sweep.open_stages.count(stage) || sweep.state != v1::SWEEP_RUNNING) break;
+    TrialState& t = it->second;
+    t.reused_from = original.trial.trial_id();
+    RETURN_IF_ERROR(store_->SetReusedFrom(id, t.reused_from));
+    std::map<std::string, double> metrics(original.trial.metrics().begin(), original.trial.metrics().end());
+    RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_SUCCEEDED, metrics, original.trial.expert_stats(), ""));
+    if (!sweeps_.count(sweep.id)) break;  // The sweep ended (and was forgotten).
+  }
+  return Status::Ok();
+}
+
+Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vector<PlannedTrial>& planned,
+                                 std::vector<std::pair<int64_t, TrialRow>>* reusable) {
   StageProgress& progress = sweep.open_stages[stage];
   double now = clock_->Now();
   for (const PlannedTrial& p : planned) {
+    const std::string reuse_key = ReuseKey(sweep.spec, p.config);
+    std::optional<TrialRow> original;
+    if (sweep.spec.reuse) RETURN_IF_ERROR(store_->FindReusableTrial(sweep.id, reuse_key, &original));
     v1::Trial trial;
     trial.set_sweep_id(sweep.id);
     trial.set_stage(stage);
@@ -167,7 +199,7 @@ Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vecto
     trial.set_state(v1::TRIAL_PENDING);
     trial.set_created_at(now);
     int64_t id = 0;
-    RETURN_IF_ERROR(store_->InsertTrial(trial, &id));
+    RETURN_IF_ERROR(store_->InsertTrial(trial, &id, reuse_key));
     ++stats_.trials_by_state[v1::TRIAL_PENDING];
     TrialState& t = trials_[id];
     t.id = id;
@@ -177,7 +209,11 @@ Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vecto
     t.seed = p.seed;
     t.point_json = trial.point_json();
     t.config_json = trial.config_json();
-    sweep.pending.push_back(id);
+    if (original) {
+      reusable->emplace_back(id, std::move(*original));
+    } else {
+      sweep.pending.push_back(id);
+    }
     progress.trial_ids.push_back(id);
     ++progress.total;
   }

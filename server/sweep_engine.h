@@ -95,6 +95,7 @@ class SweepEngine {
     std::string error;
     std::string point_json;
     std::string config_json;
+    int64_t reused_from = 0;  // The trial whose results this one took, or 0.
   };
   struct StageProgress {
     int total = 0;
@@ -115,7 +116,12 @@ class SweepEngine {
     int64_t last_seq = 0;
   };
 
-  Status CreateTrials(ActiveSweep& sweep, int stage, const std::vector<struct PlannedTrial>& planned);
+  // Creates the stage's trials; those an earlier SUCCEEDED trial of the sweep already ran (same
+  // config and seed) are left out of the queue and returned in `reusable` (trial -> original).
+  Status CreateTrials(ActiveSweep& sweep, int stage, const std::vector<struct PlannedTrial>& planned,
+                      std::vector<std::pair<int64_t, TrialRow>>* reusable);
+  // Records each reusable trial as done with its original's results.
+  Status FinishReusedTrials(ActiveSweep& sweep, int stage, std::vector<std::pair<int64_t, TrialRow>> reusable);
   Status Emit(ActiveSweep& sweep, v1::EventType type, v1::SweepEvent event);
   Status FinishTrial(ActiveSweep& sweep, TrialState& trial, v1::TrialState state,
                      const std::map<std::string, double>& metrics, const v1::ExpertStats& stats, const std::string& error);

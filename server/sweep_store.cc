@@ -84,6 +84,12 @@ CREATE TABLE events (
   PRIMARY KEY (sweep_id, seq)
 ) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: reuse of identical trials (see SweepEngine::CreateTrials).
+    R"sql(
+ALTER TABLE trials ADD COLUMN reuse_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE trials ADD COLUMN reused_from INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX trials_by_reuse_key ON trials(sweep_id, reuse_key) WHERE reuse_key != '';
+)sql",
 };
 constexpr int kNumMigrations = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kNumMigrations == SweepStore::kSchemaVersion, "one migration per schema version");
@@ -93,7 +99,7 @@ constexpr const char* kTrialColumns =
     "id, sweep_id, stage, point_index, seed, config, point, state, attempt, worker, "
     "CASE WHEN state IN (3, 4, 5) THEN metrics ELSE "
     "  COALESCE((SELECT m.metrics FROM trial_metrics m WHERE m.trial_id = trials.id ORDER BY m.rowid DESC LIMIT 1), metrics) END, "
-    "expert_stats, error, created_at, started_at, finished_at, lease_token, lost_leases, objective";
+    "expert_stats, error, created_at, started_at, finished_at, lease_token, lost_leases, objective, reused_from";
 
 // Metrics maps use nlohmann::json (a std::map), not the project's ordered Json: ordered_json
 // finds a key by linear search, which made a 100,000-entry report take seconds.
@@ -295,15 +301,39 @@ Status SweepStore::UpdateStage(int64_t sweep_id, const StageRow& row, double dec
   return stmt->Run();
 }
 
-Status SweepStore::InsertTrial(const v1::Trial& t, int64_t* id) {
+Status SweepStore::InsertTrial(const v1::Trial& t, int64_t* id, const std::string& reuse_key) {
   PREPARE(stmt,
-          "INSERT INTO trials (sweep_id, stage, point_index, seed, config, point, state, created_at) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+          "INSERT INTO trials (sweep_id, stage, point_index, seed, config, point, state, created_at, reuse_key) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   stmt->Bind(1, t.sweep_id()).Bind(2, t.stage()).Bind(3, t.point_index()).Bind(4, t.seed());
   stmt->Bind(5, t.config_json()).Bind(6, t.point_json()).Bind(7, static_cast<int>(t.state())).Bind(8, t.created_at());
+  stmt->Bind(9, reuse_key);
   Status s = stmt->Run();
   if (s.ok()) *id = db_->LastInsertId();
   return s;
+}
+
+Status SweepStore::FindReusableTrial(int64_t sweep_id, const std::string& reuse_key, std::optional<TrialRow>* row) {
+  static const std::string sql = fmt::format(
+      "SELECT {} FROM trials WHERE sweep_id = ? AND reuse_key = ? AND reuse_key != '' AND state = {} ORDER BY id LIMIT 1",
+      kTrialColumns, static_cast<int>(v1::TRIAL_SUCCEEDED));
+  PREPARE(stmt, sql.c_str());
+  stmt->Bind(1, sweep_id).Bind(2, reuse_key);
+  std::vector<TrialRow> rows;
+  Status s = ReadTrials(stmt, &rows);
+  if (!s.ok()) return s;
+  if (rows.empty()) {
+    row->reset();
+  } else {
+    *row = std::move(rows.front());
+  }
+  return Status::Ok();
+}
+
+Status SweepStore::SetReusedFrom(int64_t id, int64_t from) {
+  PREPARE(stmt, "UPDATE trials SET reused_from = ? WHERE id = ?");
+  stmt->Bind(1, from).Bind(2, id);
+  return stmt->Run();
 }
 
 Status SweepStore::MarkTrialLeased(int64_t id, int attempt, const std::string& token, const std::string& worker,
@@ -446,6 +476,7 @@ Status SweepStore::ReadTrials(Statement* stmt, std::vector<TrialRow>* rows) {
     r.lease_token = stmt->ColumnText(16);
     r.lost_leases = static_cast<int>(stmt->ColumnInt(17));
     if (!stmt->ColumnIsNull(18)) r.objective = stmt->ColumnDouble(18);
+    t.set_reused_trial_id(stmt->ColumnInt(19));
   }
   return stmt->status();
 }

@@ -58,7 +58,7 @@ struct TrialFilter {
 
 class SweepStore {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens `path` (":memory:" for tests) and migrates it to kSchemaVersion. A database written by
   // a newer moesweep is refused rather than misread. Holds an exclusive lock on `<path>.lock`
@@ -77,7 +77,8 @@ class SweepStore {
   Status UpdateSweep(int64_t id, v1::SweepState state, int current_stage, const std::string& error, double finished_at);
   Status InsertStage(int64_t sweep_id, const StageRow& row);
   Status UpdateStage(int64_t sweep_id, const StageRow& row, double decided_at);
-  Status InsertTrial(const v1::Trial& trial, int64_t* id);
+  // `reuse_key` names the trial's config and seed for FindReusableTrial ("" = never reused).
+  Status InsertTrial(const v1::Trial& trial, int64_t* id, const std::string& reuse_key = "");
   Status MarkTrialLeased(int64_t id, int attempt, const std::string& token, const std::string& worker, double now);
   Status MarkTrialRequeued(int64_t id, int lost_leases, const std::string& reason);
   Status MarkTrialFinished(int64_t id, v1::TrialState state, const std::map<std::string, double>& metrics,
@@ -99,6 +100,10 @@ class SweepStore {
   // How many trials and sweeps are in each state, over the whole database (a full scan).
   Status CountAllByState(std::map<v1::TrialState, int64_t>* trials, std::map<v1::SweepState, int64_t>* sweeps);
   // The trial whose current or last lease used `token`, if any.
+  // The first SUCCEEDED trial of the sweep with this reuse key, if any.
+  Status FindReusableTrial(int64_t sweep_id, const std::string& reuse_key, std::optional<TrialRow>* row);
+  // Marks `id` as done by reusing trial `from` (its results are copied by the caller).
+  Status SetReusedFrom(int64_t id, int64_t from);
   Status FindTrialByToken(const std::string& token, std::optional<TrialRow>* row);
   // Events with seq > after_seq, oldest first, at most `limit`; without TRIAL_PROGRESS if asked.
   Status ReadEvents(int64_t sweep_id, int64_t after_seq, int limit, bool skip_progress,

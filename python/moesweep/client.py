@@ -306,7 +306,7 @@ def _pem(value):
 
 # The columns of client/export.cc WriteCsv, in its order.
 FIXED_COLUMNS = ["experiment_id", "sweep_id", "trial_id", "stage", "stage_name", "point_index", "seed", "status",
-                 "attempt", "worker", "start_time", "end_time", "error"]
+                 "attempt", "worker", "start_time", "end_time", "error", "reused_trial_id"]
 LAYER_SCALARS = ["usage_variance", "activation_rate", "gate_weight_variance", "router_entropy", "load_cv"]
 
 
@@ -343,6 +343,7 @@ def trial_rows(trials, stage_names):
                 state[len("TRIAL_"):].lower() if isinstance(state, str) and state.startswith("TRIAL_") else "unknown"),
             "attempt": t["attempt"], "worker": t["worker"],
             "start_time": _timestamp(t["started_at"]), "end_time": _timestamp(t["finished_at"]), "error": t["error"],
+            "reused_trial_id": t.get("reused_trial_id") or None,
         }
         for key, value in (t.get("config") or {}).items():
             row["param." + key] = value

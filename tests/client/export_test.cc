@@ -83,7 +83,7 @@ TEST(ExportCsvTest, ColumnsAreTheUnionOfKeysMetricsAndLayers) {
   ASSERT_EQ(rows.size(), 3u);
   std::vector<std::string> expected = {
       "experiment_id", "sweep_id", "trial_id", "stage", "stage_name", "point_index", "seed", "status",
-      "attempt", "worker", "start_time", "end_time", "error",
+      "attempt", "worker", "start_time", "end_time", "error", "reused_trial_id",
       // Config keys in first-seen order; top_k only exists in the second trial.
       "param.temperature", "param.attention", "param.seed", "param.top_k",
       // Metrics sorted; each trial has only some.

@@ -172,3 +172,25 @@ TEST(SweepSpec, SuccessCriterionNeedsABaselineAndANonNegativeDelta) {
 
 }  // namespace
 }  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+TEST(SweepSpec, ReuseIsOnByDefaultAndABooleanWhenGiven) {
+  SweepSpec spec;
+  ASSERT_TRUE(ParseSweepSpec(kGood, {}, &spec).ok());
+  EXPECT_TRUE(spec.reuse);
+  EXPECT_FALSE(spec.ToJson().contains("reuse"));
+  Json off = Json::parse(kGood);
+  off["reuse"] = false;
+  ASSERT_TRUE(ParseSweepSpec(off.dump(), {}, &spec).ok());
+  EXPECT_FALSE(spec.reuse);
+  SweepSpec again;
+  ASSERT_TRUE(ParseSweepSpec(spec.ToJson().dump(), {}, &again).ok());
+  EXPECT_FALSE(again.reuse);
+  off["reuse"] = "no";
+  EXPECT_NE(Error(off.dump()).find("reuse: expected true or false"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moesweep

@@ -136,7 +136,9 @@ class CoordinatorTest : public ::testing::Test {
 TEST_F(CoordinatorTest, StageTwoCarriesStageOneWinnerAndSweepSucceeds) {
   int64_t id = Submit();
   EXPECT_EQ(Trials(id).size(), 6u);  // Only stage 1 exists before it is decided.
-  EXPECT_EQ(RunAll(), 10);
+  // Stage 2's expert_layers=2 point (2 is the default) is stage 1's winner again: its two trials
+  // take the winner's results instead of running.
+  EXPECT_EQ(RunAll(), 8);
 
   v1::GetSweepResponse sweep = GetSweep(id);
   EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_SUCCEEDED);
@@ -485,7 +487,7 @@ TEST_F(CoordinatorTest, RestartResumesSweepsAndKeepsLiveLeases) {
   ASSERT_TRUE(Complete(done.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {}, "", &again).ok());
   EXPECT_EQ(again.state(), v1::TRIAL_SUCCEEDED);
 
-  EXPECT_EQ(RunAll(), 8);
+  EXPECT_EQ(RunAll(), 6);  // Two of stage 2's trials are stage 1's winner again, reused.
   EXPECT_EQ(GetSweep(id).sweep().state(), v1::SWEEP_SUCCEEDED);
   std::map<int64_t, int> finished;
   auto events = StoredEvents(id);
@@ -594,6 +596,82 @@ TEST_F(CoordinatorTest, DecidedStageSaysHowSureItsWinnerIs) {
   EXPECT_DOUBLE_EQ(stage.min_delta(), 0.02);
   EXPECT_TRUE(stage.meets_success());  // 0.81 - 0.70 >= 0.02.
   EXPECT_FALSE(sweep.stages(0).has_p_vs_baseline());  // The baseline is not compared with itself.
+}
+
+}  // namespace
+}  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+// kSpec's stage 2 has expert_layers=2, the default, so its point 1 is stage 1's winner again.
+TEST_F(CoordinatorTest, IdenticalTrialsReuseTheSucceededOnesResultsAndAreNeverLeased) {
+  int64_t id = Submit();
+  // Stage 1 by hand, restarting half-way: reuse reads what the database holds.
+  for (int i = 0; i < 3; ++i) {
+    v1::AcquireTrialResponse a = Acquire();
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                         {{"val_accuracy", Score(Json::parse(a.config_json()))}, {"extra", 7.0 + i}}).ok());
+  }
+  Restart();
+  EXPECT_EQ(RunAll(), 3 + 2);  // The rest of stage 1, then stage 2's expert_layers=1 point only.
+  std::map<int64_t, v1::Trial> winner_by_seed;
+  for (const v1::Trial& t : Trials(id, 1)) {
+    if (Json::parse(t.point_json())["temperature"] == 1.0) winner_by_seed[t.seed()] = t;
+  }
+  int reused = 0;
+  for (const v1::Trial& t : Trials(id, 2)) {
+    EXPECT_EQ(t.state(), v1::TRIAL_SUCCEEDED);
+    if (t.point_index() != 1) {
+      EXPECT_EQ(t.reused_trial_id(), 0);
+      continue;
+    }
+    ++reused;
+    const v1::Trial& original = winner_by_seed.at(t.seed());
+    EXPECT_EQ(t.reused_trial_id(), original.trial_id());
+    EXPECT_EQ(t.attempt(), 0);  // Never leased.
+    EXPECT_EQ(t.metrics().at("val_accuracy"), original.metrics().at("val_accuracy"));
+    EXPECT_EQ(t.metrics().size(), original.metrics().size());
+  }
+  EXPECT_EQ(reused, 2);
+  // Its TRIAL_FINISHED event says so too, and no TRIAL_STARTED exists for it.
+  int finished_reused = 0;
+  for (const v1::SweepEvent& e : StoredEvents(id)) {
+    if (e.trial().reused_trial_id() == 0) continue;
+    EXPECT_EQ(e.type(), v1::TRIAL_FINISHED);
+    ++finished_reused;
+  }
+  EXPECT_EQ(finished_reused, 2);
+  EXPECT_EQ(GetSweep(id).sweep().state(), v1::SWEEP_SUCCEEDED);
+}
+
+TEST_F(CoordinatorTest, ReuseOffRunsIdenticalTrialsAgain) {
+  Json spec = Json::parse(kSpec);
+  spec["reuse"] = false;
+  int64_t id = Submit(spec.dump());
+  EXPECT_EQ(RunAll(), 10);
+  for (const v1::Trial& t : Trials(id)) EXPECT_EQ(t.reused_trial_id(), 0);
+}
+
+TEST_F(CoordinatorTest, AFailedTrialIsNeverReused) {
+  int64_t id = Submit();
+  // Stage 1: the winner's seed 2 fails; every other trial succeeds.
+  for (;;) {
+    v1::AcquireTrialResponse a = Acquire();
+    if (!a.has_trial()) break;
+    Json config = Json::parse(a.config_json());
+    if (a.stage() == 1 && config["temperature"] == 1.0 && config["seed"] == 2) {
+      ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::FAILED, {}, "out of memory").ok());
+      continue;
+    }
+    ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", Score(config)}}).ok());
+  }
+  std::map<int64_t, int64_t> reused_by_seed;
+  for (const v1::Trial& t : Trials(id, 2)) {
+    if (t.point_index() == 1) reused_by_seed[t.seed()] = t.reused_trial_id();
+  }
+  EXPECT_GT(reused_by_seed.at(1), 0);
+  EXPECT_EQ(reused_by_seed.at(2), 0);  // Ran: its identical trial had failed.
 }
 
 }  // namespace

@@ -92,6 +92,7 @@ struct TrialRow {
   int attempt = 0;
   std::optional<double> objective;
   Json metrics;
+  int64_t reused_from = 0;  // Took an identical earlier trial's results instead of running.
 };
 
 // Per trial, what the event log says.
@@ -161,7 +162,7 @@ DatabaseCheck CheckSoakDatabase(const std::string& db_path, int64_t sweep_id, co
 
   // Trials: each (stage, point, seed) once, SUCCEEDED with what its trainer reported.
   std::vector<TrialRow> trials;
-  db.Query("SELECT id, stage, point_index, seed, config, state, attempt, objective, metrics FROM trials "
+  db.Query("SELECT id, stage, point_index, seed, config, state, attempt, objective, metrics, reused_from FROM trials "
            "WHERE sweep_id = ?1 ORDER BY id",
            sweep_id, [&](sqlite3_stmt* s) {
              TrialRow t;
@@ -174,6 +175,7 @@ DatabaseCheck CheckSoakDatabase(const std::string& db_path, int64_t sweep_id, co
              t.attempt = sqlite3_column_int(s, 6);
              if (sqlite3_column_type(s, 7) != SQLITE_NULL) t.objective = sqlite3_column_double(s, 7);
              t.metrics = Json::parse(Text(s, 8), nullptr, false);
+             t.reused_from = sqlite3_column_int64(s, 9);
              trials.push_back(std::move(t));
            });
   out.trials = static_cast<int64_t>(trials.size());
@@ -298,7 +300,18 @@ DatabaseCheck CheckSoakDatabase(const std::string& db_path, int64_t sweep_id, co
                        static_cast<int>(te.finished_trial.state()),
                        te.finished_trial.metrics().count("val_accuracy") ? te.finished_trial.metrics().at("val_accuracy") : -1.0));
     }
-    if (te.started != t.attempt || te.requeued != t.attempt - 1) {
+    if (t.reused_from > 0) {
+      // Reused: never leased, and its original is an earlier SUCCEEDED trial with the same config.
+      auto original = by_id.find(t.reused_from);
+      if (t.attempt != 0 || te.started != 0 || te.requeued != 0) {
+        fail(fmt::format("trial {} reused trial {} but was leased (attempt {}, {} TRIAL_STARTED)", t.id, t.reused_from,
+                         t.attempt, te.started));
+      } else if (original == by_id.end() || original->first >= t.id || nlohmann::json(original->second->config) != nlohmann::json(t.config) ||
+                 original->second->state != v1::TRIAL_SUCCEEDED) {
+        fail(fmt::format("trial {} reused trial {}, which is not an earlier SUCCEEDED trial with its config", t.id,
+                         t.reused_from));
+      }
+    } else if (te.started != t.attempt || te.requeued != t.attempt - 1) {
       fail(fmt::format("trial {}: attempt {} but {} TRIAL_STARTED and {} TRIAL_REQUEUED events", t.id, t.attempt,
                        te.started, te.requeued));
     }

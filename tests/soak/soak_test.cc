@@ -144,7 +144,7 @@ TEST_F(Soak, TheCheckCatchesAGapASecondCompletionAWrongWinnerAnAlteredAndALostRe
   }
   {  // A trial's progress event rewritten as a second TRIAL_FINISHED of it.
     Tampered t(db, dir_ / "twice");
-    int64_t trial = t.Int(fmt::format("SELECT id FROM trials WHERE sweep_id = 1 AND stage = 2 LIMIT 1"));
+    int64_t trial = t.Int(fmt::format("SELECT id FROM trials WHERE sweep_id = 1 AND stage = 2 AND reused_from = 0 LIMIT 1"));
     int64_t finished_seq = -1, progress_seq = -1;
     for (int64_t seq = 1; seq <= clean.db.events; ++seq) {
       v1::SweepEvent e = t.Event(seq);
