@@ -39,6 +39,10 @@ packages=(
   # Command trainers: the Python library's tests, the PyTorch example trainer (real PyTorch) and the
   # C++/Python expert-statistics parity test.
   python3-torch python3-yaml
+  # deploy/slurm's test (tests/slurm) runs a real single-node Slurm: slurmctld, slurmd, sbatch and
+  # munge. The test starts its own daemons with their own config, key and sockets in a temp folder;
+  # it uses none of the packages' system services (with systemd, munge's starts with its own key).
+  slurm-wlm munge
 )
 if [ "$bench" = 1 ]; then
   packages+=(python3-optuna python3-numpy linux-perf)
