@@ -48,6 +48,10 @@ packages=(
   # for trials_frame; tqdm and matplotlib for the notebook in docs/python-client.md, which a test
   # runs. python3-yaml (above) also checks deploy/kubernetes.
   python3-grpcio python3-protobuf python3-pandas python3-tqdm python3-matplotlib
+  # deploy/slurm's test (tests/slurm) runs a real single-node Slurm: slurmctld, slurmd, sbatch and
+  # munge. The test starts its own daemons with their own config, key and sockets in a temp folder;
+  # it uses none of the packages' system services (with systemd, munge's starts with its own key).
+  slurm-wlm munge
 )
 if [ "$bench" = 1 ]; then
   packages+=(python3-optuna python3-numpy linux-perf)

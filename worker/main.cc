@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   moesweep::Status s = mw::ParseWorkerFlags(args, &flags);
   if (!s.ok()) {
     std::fprintf(stderr, "moesweep-worker: %s\n%s", s.message().c_str(), mw::WorkerUsage(kWithBuiltin).c_str());
-    return 2;
+    return mw::kExitUsage;
   }
   if (flags.help) {
     std::fputs(mw::WorkerUsage(kWithBuiltin).c_str(), stdout);
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     return mw::RunLocalTrial(flags.config_file, flags.threads, std::cout, std::cerr);
 #else
     std::fprintf(stderr, "moesweep-worker: `run` needs the built-in trainer, and this build has no LibTorch\n");
-    return 2;
+    return mw::kExitUsage;
 #endif
   }
 
@@ -64,10 +64,12 @@ int main(int argc, char** argv) {
   s = moesweep::rpc::LoadClientSecurity(flags.security, token_env ? token_env : "", &security);
   if (!s.ok()) {
     std::fprintf(stderr, "moesweep-worker: %s\n", s.message().c_str());
-    return 2;
+    return mw::kExitUsage;
   }
 
   mw::WorkerOptions options;
+  options.exit_when_idle_seconds = flags.exit_when_idle_seconds;
+  options.give_up_after_seconds = flags.give_up_after_seconds;
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   options.gpus = flags.gpus;
   if (flags.slots > 0) {
@@ -113,6 +115,11 @@ int main(int argc, char** argv) {
     sigwait(&signals, &sig);
     std::_Exit(128 + sig);
   }).detach();
-  loop.Run();
-  return 0;
+  const mw::WorkerExit why = loop.Run();
+  const int code = why == mw::WorkerExit::kGaveUp ? mw::kExitGaveUp : mw::kExitDone;
+  std::fprintf(stderr, "moesweep-worker: exiting with code %d (%s)\n", code,
+               why == mw::WorkerExit::kIdle     ? "idle: no work left"
+               : why == mw::WorkerExit::kGaveUp ? "gave up: coordinator unreachable"
+                                                : "stopped by a signal");
+  return code;
 }

@@ -174,6 +174,27 @@ TEST_F(CommandRunnerTest, DeathBySignalIsNamed) {
   EXPECT_NE(s.message().find("killed by signal 11 (SIGSEGV)"), std::string::npos) << s.message();
 }
 
+// `scancel` signals every process of a Slurm job: the trainer may die of the SIGTERM a moment
+// before the worker takes its own. That is a stop, and the trial is handed back.
+TEST_F(CommandRunnerTest, ASigtermThatAlsoStopsTheWorkerIsAStopNotAFailure) {
+  std::thread worker_signal([this] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    stop_ = true;
+  });
+  Status s = Run(Trial("echo '@moesweep {\"metrics\": {\"acc\": 0.5}}'\nsleep 0.2\nkill -TERM $$\n"));
+  worker_signal.join();
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_TRUE(outcome_.stopped);
+  EXPECT_DOUBLE_EQ(Final("acc"), 0.5);
+}
+
+TEST_F(CommandRunnerTest, ASigtermFromElsewhereFailsTheTrialASecondLater) {
+  const auto start = Clock::now();
+  Status s = Run(Trial("exit 143\n"));  // What the Python library exits with on SIGTERM.
+  EXPECT_NE(s.message().find("exit status 143"), std::string::npos) << s.message();
+  EXPECT_GE(std::chrono::duration<double>(Clock::now() - start).count(), 0.9);
+}
+
 TEST_F(CommandRunnerTest, ExitZeroWithoutAReportFails) {
   Status s = Run(Trial("echo 'training done, accuracy 0.9'\n"));
   ASSERT_FALSE(s.ok());

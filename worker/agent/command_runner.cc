@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -28,6 +29,16 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+
+// Killed by SIGTERM, SIGINT or SIGHUP, or exited with the status a shell or the Python library
+// gives for one (128 + the signal): how a program ends when someone asked it to stop.
+bool EndedByStopSignal(int status) {
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    if (WIFSIGNALED(status) && WTERMSIG(status) == sig) return true;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 128 + sig) return true;
+  }
+  return false;
+}
 
 constexpr size_t kStderrTailLines = 20;
 constexpr size_t kStderrTailLineBytes = 400;
@@ -271,6 +282,18 @@ Status CommandRunner::Run(const LeasedTrial& trial, const RunnerHooks& hooks, Ru
   }
   process->SignalGroup(SIGKILL);  // Nothing of the trial outlives it.
   const int status = process->wait_status();
+  // A stop signal the worker did not send usually went to the whole job: `scancel` signals every
+  // process of a Slurm job, trainers included, and the worker may take its own copy a moment later.
+  // Give that a second to show, so that the trial is handed back rather than failed.
+  if (!stopping && !timed_out && EndedByStopSignal(status)) {
+    for (int i = 0; i < 20 && !stopping; ++i) {
+      if (!hooks.keep_going()) {
+        stopping = true;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+  }
   std::fprintf(log.get(), "# moesweep: %s\n", DescribeWaitStatus(status).c_str());
 
   outcome->metrics = final_metrics ? *final_metrics : last.values();

@@ -20,6 +20,18 @@ Status ParsePositiveInt(const std::string& flag, const std::string& value, int* 
   return Status::Ok();
 }
 
+// A number of seconds in [0, max]; `what` ends the error, e.g. "in [0, 3600]".
+Status ParseSeconds(const std::string& flag, const std::string& value, double max, const std::string& what,
+                    double* out) {
+  char* end = nullptr;
+  double v = std::strtod(value.c_str(), &end);
+  if (value.empty() || *end != '\0' || !(v >= 0 && v <= max)) {
+    return Status::InvalidArgument(fmt::format("{}: \"{}\" is not a number of seconds {}", flag, value, what));
+  }
+  *out = v;
+  return Status::Ok();
+}
+
 // "0,1,3": distinct device ids.
 Status ParseGpuList(const std::string& value, std::vector<int>* out) {
   out->clear();
@@ -50,8 +62,11 @@ std::string WorkerUsage(bool with_builtin) {
   std::string usage =
       "usage: moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]\n"
       "                       [--gpus 0,1,...] [--log-dir DIR] [--runs-dir DIR] [--kill-grace SECONDS]\n"
+      "                       [--exit-when-idle SECONDS] [--give-up-after SECONDS]\n"
       "                       [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]\n"
-      "       (the token comes from --token-file, else $MOESWEEP_TOKEN)\n";
+      "       (the token comes from --token-file, else $MOESWEEP_TOKEN)\n"
+      "       exit codes: 0 idle for --exit-when-idle or stopped by a signal (trials handed back),\n"
+      "                   2 bad flag, 3 coordinator unreachable for --give-up-after\n";
   if (with_builtin) usage += "       moesweep-worker run CONFIG.json [--threads T]\n";
   usage += with_builtin ? "trainers: builtin (LibTorch), command\n" : "trainers: command (built without LibTorch)\n";
   return usage;
@@ -93,7 +108,8 @@ Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out) 
     const bool run_flag = arg == "--threads";
     const bool serve_flag = arg == "--coordinator" || arg == "--slots" || arg == "--threads-per-trial" ||
                             arg == "--name" || arg == "--gpus" || arg == "--log-dir" || arg == "--runs-dir" ||
-                            arg == "--kill-grace" || arg == "--token-file" || arg == "--tls-ca" ||
+                            arg == "--kill-grace" || arg == "--exit-when-idle" || arg == "--give-up-after" ||
+                            arg == "--token-file" || arg == "--tls-ca" ||
                             arg == "--tls-cert" || arg == "--tls-key";
     if (!run_flag && !serve_flag) return Status::InvalidArgument(fmt::format("unknown flag {}", arg));
     if (run_flag != f.run) {
@@ -122,12 +138,11 @@ Status ParseWorkerFlags(const std::vector<std::string>& args, WorkerFlags* out) 
       if (value.empty()) s = Status::InvalidArgument(fmt::format("{}: empty", arg));
       (arg == "--log-dir" ? f.log_dir : f.runs_dir) = value;
     } else if (arg == "--kill-grace") {
-      char* end = nullptr;
-      double v = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || !(v >= 0 && v <= 3600)) {
-        s = Status::InvalidArgument(fmt::format("--kill-grace: \"{}\" is not a number of seconds in [0, 3600]", value));
-      }
-      f.kill_grace_seconds = v;
+      s = ParseSeconds(arg, value, 3600, "in [0, 3600]", &f.kill_grace_seconds);
+    } else if (arg == "--exit-when-idle" || arg == "--give-up-after") {
+      // 30 days: longer than any array task may run; 0 turns the exit off.
+      s = ParseSeconds(arg, value, 30 * 86400, "in [0, 2592000] (0 = never)",
+                       arg == "--exit-when-idle" ? &f.exit_when_idle_seconds : &f.give_up_after_seconds);
     } else {
       std::string* path = arg == "--token-file" ? &f.security.token_file
                           : arg == "--tls-ca"   ? &f.security.tls_ca

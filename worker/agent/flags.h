@@ -2,7 +2,7 @@
 //
 //   moesweep-worker --coordinator HOST:PORT [--slots N] [--threads-per-trial T] [--name NAME]
 //                   [--gpus 0,1,...] [--log-dir DIR] [--runs-dir DIR] [--kill-grace SECONDS]
-//                   [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
+//                   [--exit-when-idle SECONDS] [--give-up-after SECONDS] [--token-file PATH] [--tls-ca PEM [--tls-cert PEM --tls-key PEM]]
 //   moesweep-worker run CONFIG.json [--threads T]      (built-in trainer only)
 #ifndef MOESWEEP_WORKER_AGENT_FLAGS_H_
 #define MOESWEEP_WORKER_AGENT_FLAGS_H_
@@ -14,6 +14,12 @@
 #include "rpc/channel.h"
 
 namespace moesweep::worker {
+
+// Exit codes of moesweep-worker's worker mode (docs/worker.md, "Exit codes"). A second signal
+// exits at once with 128 + its number.
+inline constexpr int kExitDone = 0;     // Idle for --exit-when-idle, or a signal: trials handed back.
+inline constexpr int kExitUsage = 2;    // A bad flag, token or TLS file.
+inline constexpr int kExitGaveUp = 3;   // The coordinator was unreachable for --give-up-after.
 
 struct WorkerFlags {
   bool help = false;
@@ -28,6 +34,8 @@ struct WorkerFlags {
   std::string log_dir = "moesweep-logs";   // Command trainers' output, one file per attempt.
   std::string runs_dir = "moesweep-runs";  // Command trainers' {output_dir} folders.
   double kill_grace_seconds = 10;          // SIGTERM -> SIGKILL for a command trainer.
+  double exit_when_idle_seconds = 0;       // 0 = never (WorkerOptions::exit_when_idle_seconds).
+  double give_up_after_seconds = 0;        // 0 = never (WorkerOptions::give_up_after_seconds).
   rpc::ClientSecurityFlags security;       // serve: --token-file, --tls-ca, --tls-cert, --tls-key
 };
 

@@ -75,19 +75,26 @@ class WorkerLoop::Impl {
   Impl(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)
       : stub_(pb::WorkerService::NewStub(channel)), options_(std::move(options)), free_gpus_(options_.gpus) {}
 
-  void Run() {
+  WorkerExit Run() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      idle_since_ = Clock::now();
+    }
     std::vector<std::thread> threads;
     for (int i = 0; i < std::max(1, options_.slots); ++i) {
       threads.emplace_back([this, i] { SlotLoop(i); });
     }
+    if (options_.exit_when_idle_seconds > 0 || options_.give_up_after_seconds > 0) {
+      threads.emplace_back([this] { WatchIdleAndReachable(); });
+    }
     for (std::thread& t : threads) t.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    return exit_;
   }
 
   void Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_.exchange(true)) return;
-    for (grpc::ClientContext* ctx : acquiring_) ctx->TryCancel();
-    cv_.notify_all();
+    StopLocked(WorkerExit::kShutdown);
   }
 
  private:
@@ -98,6 +105,64 @@ class WorkerLoop::Impl {
     std::lock_guard<std::mutex> lock(log_mu_);
     std::fprintf(stderr, "%s moesweep-worker: %s\n",
                  fmt::format("{:%H:%M:%S}", fmt::localtime(std::time(nullptr))).c_str(), line.c_str());
+  }
+
+  // The first reason to stop wins; later calls change nothing.
+  void StopLocked(WorkerExit why) {  // EXCLUSIVE_LOCKS_REQUIRED(mu_)
+    if (stopping_.exchange(true)) return;
+    exit_ = why;
+    for (grpc::ClientContext* ctx : acquiring_) ctx->TryCancel();
+    cv_.notify_all();
+  }
+
+  // Ends the loop when it has been idle, or cut off from the coordinator, for long enough. Polls
+  // at a tenth of the shorter limit (at most every second): exits are that late at most.
+  void WatchIdleAndReachable() {
+    const double idle = options_.exit_when_idle_seconds;
+    const double give_up = options_.give_up_after_seconds;
+    double period = 1.0;
+    if (idle > 0) period = std::min(period, idle / 10);
+    if (give_up > 0) period = std::min(period, give_up / 10);
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, FromSeconds(std::max(period, 0.005)), [&] { return stopping_.load(); });
+      if (stopping_) break;
+      const auto now = Clock::now();
+      if (give_up > 0 && unreachable_ && now - unreachable_since_ >= FromSeconds(give_up)) {
+        Log("coordinator unreachable for {:g} s (--give-up-after); giving up", give_up);
+        StopLocked(WorkerExit::kGaveUp);
+      } else if (idle > 0 && busy_ == 0 && !unreachable_ && now - idle_since_ >= FromSeconds(idle)) {
+        Log("no trial for {:g} s (--exit-when-idle); exiting", idle);
+        StopLocked(WorkerExit::kIdle);
+      }
+    }
+  }
+
+  // Records the outcome of a call to the coordinator that started at `call_start`.
+  void NoteCall(bool reached, Clock::time_point call_start) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = Clock::now();
+    if (reached) {
+      last_reached_ = now;
+      if (unreachable_) idle_since_ = now;  // Idleness is counted only while the coordinator answers.
+      unreachable_ = false;
+    } else if (!unreachable_) {
+      unreachable_ = true;
+      // Since the failed call began, unless another call got through after that.
+      unreachable_since_ = std::max(call_start, last_reached_);
+    }
+  }
+
+  // A slot starts (+1) or ends (-1) holding a lease.
+  void NoteBusy(int delta) {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ += delta;
+    idle_since_ = Clock::now();
+  }
+
+  static bool Transient(grpc::StatusCode code) {
+    return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+           code == grpc::StatusCode::RESOURCE_EXHAUSTED || code == grpc::StatusCode::ABORTED;
   }
 
   // Waits up to `seconds`; false when shutting down.
@@ -131,6 +196,7 @@ class WorkerLoop::Impl {
       pb::AcquireTrialResponse resp;
       std::vector<int> gpus;
       grpc::Status st;
+      const auto call_start = Clock::now();
       {
         // With GPUs to hand out, one slot at a time offers what is free, so two slots never lease
         // trials for the same devices.
@@ -143,7 +209,10 @@ class WorkerLoop::Impl {
       {
         std::lock_guard<std::mutex> lock(mu_);
         acquiring_.erase(&ctx);
+        if (st.ok() && resp.has_trial()) ++busy_;  // Under the same lock, so idleness never misses it.
       }
+      // A call we cancelled ourselves says nothing about the coordinator.
+      if (!(stopping_ && st.error_code() == grpc::StatusCode::CANCELLED)) NoteCall(st.ok(), call_start);
       if (st.ok() && resp.has_trial() && stopping_) {
         // Leased just as we were told to stop: hand it straight back.
         Lease lease;
@@ -151,6 +220,7 @@ class WorkerLoop::Impl {
         lease.trial_id = resp.trial_id();
         Complete(name, lease, pb::CompleteTrialRequest::RELEASED, {}, {}, "worker shutting down");
         ReturnGpus(gpus);
+        NoteBusy(-1);
         break;
       }
       if (stopping_) break;
@@ -167,8 +237,11 @@ class WorkerLoop::Impl {
       if (failing) Log("{}: coordinator reachable again", name);
       failing = false;
       backoff = options_.backoff_initial_seconds;
-      if (resp.has_trial()) RunLease(name, resp, gpus);
-      ReturnGpus(gpus);
+      if (resp.has_trial()) {
+        RunLease(name, resp, gpus);
+        ReturnGpus(gpus);
+        NoteBusy(-1);
+      }
     }
   }
 
@@ -293,7 +366,9 @@ class WorkerLoop::Impl {
     if (!heartbeat) FillMetrics(lease->last_metrics, req.mutable_metrics());
     if (!heartbeat && !lease->last_stats.empty()) FillStats(lease->last_stats, req.mutable_expert_stats());
     pb::ReportProgressResponse resp;
+    const auto call_start = Clock::now();
     grpc::Status st = reports->Send(req, &resp, options_.rpc_timeout_seconds);
+    NoteCall(st.ok() || !Transient(st.error_code()), call_start);
     if (st.ok()) {
       if (lease->failing) Log("{}: trial {}: reporting again", name, lease->trial_id);
       lease->failing = false;
@@ -336,11 +411,11 @@ class WorkerLoop::Impl {
       grpc::ClientContext ctx;
       ctx.set_deadline(DeadlineIn(std::min(options_.rpc_timeout_seconds, left)));
       pb::CompleteTrialResponse resp;
+      const auto call_start = Clock::now();
       grpc::Status st = stub_->CompleteTrial(&ctx, req, &resp);
+      NoteCall(st.ok() || !Transient(st.error_code()), call_start);
       if (st.ok()) return;
-      const auto code = st.error_code();
-      if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED &&
-          code != grpc::StatusCode::RESOURCE_EXHAUSTED && code != grpc::StatusCode::ABORTED) {
+      if (!Transient(st.error_code())) {
         Log("{}: CompleteTrial for trial {} refused: {}", name, lease.trial_id, st.error_message());
         return;
       }
@@ -358,6 +433,12 @@ class WorkerLoop::Impl {
   std::condition_variable cv_;
   std::set<grpc::ClientContext*> acquiring_;  // GUARDED_BY(mu_)
   std::vector<int> free_gpus_;                // GUARDED_BY(mu_)
+  WorkerExit exit_ = WorkerExit::kShutdown;   // GUARDED_BY(mu_); set by the first StopLocked.
+  int busy_ = 0;                              // GUARDED_BY(mu_); slots holding a lease.
+  Clock::time_point idle_since_;              // GUARDED_BY(mu_); last lease start or end, or reconnect.
+  bool unreachable_ = false;                  // GUARDED_BY(mu_); the last call to the coordinator failed.
+  Clock::time_point unreachable_since_;       // GUARDED_BY(mu_)
+  Clock::time_point last_reached_;            // GUARDED_BY(mu_); the last call that got an answer.
   std::mutex log_mu_;
 };
 
@@ -380,7 +461,7 @@ WorkerLoop::WorkerLoop(std::shared_ptr<grpc::Channel> channel, WorkerOptions opt
 
 WorkerLoop::~WorkerLoop() = default;
 
-void WorkerLoop::Run() { impl_->Run(); }
+WorkerExit WorkerLoop::Run() { return impl_->Run(); }
 
 void WorkerLoop::Shutdown() { impl_->Shutdown(); }
 

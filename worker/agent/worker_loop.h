@@ -9,7 +9,9 @@
 // on a report means the lease is gone and the trial is dropped without CompleteTrial. Errors
 // talking to the coordinator (it restarts, the network blips) are retried with exponential
 // backoff. Shutdown() makes running trials stop before their next batch and hands them back with
-// CompleteTrial(RELEASED).
+// CompleteTrial(RELEASED). Optionally the loop ends itself the same way: when the coordinator has
+// had no work for it for a while (exit_when_idle_seconds), or has been unreachable for too long
+// (give_up_after_seconds); Run() says which.
 #ifndef MOESWEEP_WORKER_AGENT_WORKER_LOOP_H_
 #define MOESWEEP_WORKER_AGENT_WORKER_LOOP_H_
 
@@ -40,7 +42,21 @@ struct WorkerOptions {
   double backoff_initial_seconds = 0.5;
   double backoff_max_seconds = 30;
   double release_timeout_seconds = 5;  // How long Shutdown waits to hand a trial back.
+  // 0 = never. Otherwise Run() returns kIdle once no slot has run a trial for this long while the
+  // coordinator kept answering (an unreachable coordinator is not "no work": see give-up).
+  double exit_when_idle_seconds = 0;
+  // 0 = never. Otherwise Run() returns kGaveUp (running trials stopped, release attempted) once
+  // every call to the coordinator has failed for this long: acquires with any error, reports and
+  // completions with a transient one. Any successful call resets the clock.
+  double give_up_after_seconds = 0;
   bool verbose = true;                 // Log to stderr.
+};
+
+// Why WorkerLoop::Run() returned.
+enum class WorkerExit {
+  kShutdown,  // Shutdown() was called (a signal).
+  kIdle,      // exit_when_idle_seconds without a trial.
+  kGaveUp,    // The coordinator was unreachable for give_up_after_seconds.
 };
 
 // A channel to the coordinator (TLS and token as `security` says) whose reconnect backoff is
@@ -56,9 +72,9 @@ class WorkerLoop {
   WorkerLoop(const WorkerLoop&) = delete;
   WorkerLoop& operator=(const WorkerLoop&) = delete;
 
-  // Runs the slots until Shutdown(); returns when every slot has finished (running trials
-  // released). Call once.
-  void Run();
+  // Runs the slots until Shutdown(), idleness or giving up (see WorkerOptions); returns when every
+  // slot has finished (running trials released), and why. Call once.
+  WorkerExit Run();
 
   // Thread-safe and idempotent; returns at once (Run() does the waiting). Not async-signal-safe:
   // call it from a normal thread (main uses sigwait).
