@@ -39,6 +39,8 @@ packages=(
   # Command trainers: the Python library's tests, the PyTorch example trainer (real PyTorch) and the
   # C++/Python expert-statistics parity test.
   python3-torch python3-yaml
+  # The web dashboard's HTTP server; its browser test (headless Chromium driven by Selenium).
+  libcpp-httplib-dev chromium chromium-driver python3-selenium
 )
 if [ "$bench" = 1 ]; then
   packages+=(python3-optuna python3-numpy linux-perf)
