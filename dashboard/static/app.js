@@ -433,8 +433,15 @@ function heatmapOption(model, trials, layer) {
 
 function expertPointsOption(model, stage, layer) {
   const pts = model.points(stage);
+  const byPoint = new Map();  // point_index -> that layer's stats of each seed
+  for (const t of model.trialsOf(stage)) {
+    const l = layerOf(t, layer);
+    if (!l) continue;
+    if (!byPoint.has(t.point_index)) byPoint.set(t.point_index, []);
+    byPoint.get(t.point_index).push(l);
+  }
   const stat = (p, key) => {
-    const vals = model.trialsOf(stage).filter((t) => t.point_index === p.point_index && layerOf(t, layer)).map((t) => layerOf(t, layer)[key] || 0);
+    const vals = (byPoint.get(p.point_index) || []).map((l) => l[key] || 0);
     return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : null;
   };
   const labels = pts.map((p) => pointText(p.point));
@@ -713,11 +720,13 @@ function renderSweepView(r, model) {
   if (r.view !== "trial") document.title = `${model.sweep.name} · moesweep`;
   // Keep what the user is typing and where they scrolled.
   const y = window.scrollY;
+  const started = performance.now();
   if (r.view === "overview") renderOverview(model);
   else if (r.view === "curves") renderCurves(model);
   else if (r.view === "experts") renderExperts(model);
   else if (r.view === "trial") renderTrial(model, r.trial);
   window.scrollTo(0, y);
+  window.__moesweep.timings.last_render_ms = Math.round(performance.now() - started);
   window.__moesweep.renders++;
   if (!window.__moesweep.firstRender) window.__moesweep.firstRender = performance.now();
 }
@@ -740,7 +749,9 @@ async function route() {
       current.model = model;
       window.__moesweep.model = model;
       try {
+        const started = performance.now();
         await model.load();
+        window.__moesweep.timings.snapshot_ms = Math.round(performance.now() - started);
       } catch (e) {
         if (current.model === model) current.model = null;
         if (e.status === 404) return notFound(`Sweep ${r.id} does not exist.`);
@@ -766,7 +777,7 @@ function navigate(href) {
   window.scrollTo(0, 0);
 }
 
-window.__moesweep = { renders: 0, firstRender: 0, model: null, route: null };
+window.__moesweep = { renders: 0, firstRender: 0, model: null, route: null, timings: {} };
 document.addEventListener("click", (e) => {
   const a = e.target.closest("a[data-link]");
   if (!a || e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;

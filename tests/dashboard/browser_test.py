@@ -10,6 +10,7 @@ Exit 77 (ctest: skipped) when no browser can start, saying why.
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -205,6 +206,8 @@ def run(args, driver, cluster, check):
 
 
 def main():
+    # ctest's timeout sends SIGTERM: unwind, so the cluster and the browser are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser()
     for flag in ("coordinator", "worker", "dashboard", "cli", "source", "artifacts"):
         p.add_argument("--" + flag, required=True)

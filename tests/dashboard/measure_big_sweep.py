@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -39,6 +40,8 @@ def timed(driver, action_js, done_js, limit=60):
 
 
 def main():
+    # ctest's timeout sends SIGTERM: unwind, so the cluster and the browser are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser()
     for flag in ("coordinator", "worker", "dashboard", "cli", "source"):
         p.add_argument("--" + flag, required=True)
