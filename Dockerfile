@@ -4,12 +4,12 @@ FROM debian:12
 
 WORKDIR /src
 COPY . /src
-RUN bash scripts/setup.sh --no-build \
+RUN bash scripts/setup.sh --no-build --no-browser \
  && cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMOESWEEP_BUILD_TESTS=OFF -DMOESWEEP_BUILD_BENCH=OFF \
  && cmake --build build -j"$(nproc)" \
  && cmake --install build --prefix /usr/local \
  && rm -rf build /var/lib/apt/lists/*
 
 WORKDIR /data
-EXPOSE 50051
+EXPOSE 50051 8080
 CMD ["moesweep-coordinator", "--listen", "0.0.0.0:50051", "--db", "/data/moesweep.db"]

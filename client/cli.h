@@ -19,6 +19,7 @@ struct CliEnv {
   std::istream* in = nullptr;    // For a spec given as "-"; null means none.
   std::string coordinator_env;   // $MOESWEEP_COORDINATOR; empty when unset.
   std::string token_env;         // $MOESWEEP_TOKEN; empty when unset. Never printed.
+  std::string dashboard_env;     // $MOESWEEP_DASHBOARD (the dashboard's base URL); empty when unset.
   // Reconnect timing and the Ctrl-C flag for watch; the rest of it is filled per command.
   WatchOptions watch;
 };

@@ -108,6 +108,11 @@ int RunSubmit(const Invocation& inv) {
     *inv.out << fmt::format("submitted sweep {}: {} trials in the first stage\n", response.sweep_id(),
                             response.trials_in_first_stage());
     if (!inv.watch) *inv.out << fmt::format("follow it with: moesweep watch {}\n", response.sweep_id());
+    if (!inv.env->dashboard_env.empty()) {
+      std::string base = inv.env->dashboard_env;
+      while (!base.empty() && base.back() == '/') base.pop_back();
+      *inv.out << fmt::format("dashboard: {}/sweeps/{}\n", base, response.sweep_id());
+    }
   }
   inv.out->flush();
   if (!inv.watch) return kExitOk;

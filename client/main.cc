@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   env.in = &std::cin;
   if (const char* address = std::getenv("MOESWEEP_COORDINATOR")) env.coordinator_env = address;
   if (const char* token = std::getenv("MOESWEEP_TOKEN")) env.token_env = token;
+  if (const char* dashboard = std::getenv("MOESWEEP_DASHBOARD")) env.dashboard_env = dashboard;
   env.watch.interrupt = &g_interrupt;
   return moesweep::client::RunCli(std::vector<std::string>(argv + 1, argv + argc), env);
 }

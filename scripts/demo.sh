@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs the Debian packages, builds, then runs sweeps/demo.json end to end on this
 # machine: a coordinator and two workers on loopback, the sweep submitted and watched live, the
-# best configuration of each stage printed, and everything shut down again.
+# best configuration of each stage printed, and everything shut down again. The web dashboard
+# runs alongside (its URL is printed; port $DASHBOARD_PORT, default 8080, else a free one).
 #
 #   bash scripts/demo.sh [SPEC.json]      # default sweeps/demo.json (built-in trainer)
 #   bash scripts/demo.sh sweeps/pytorch_moe.json   # your-own-program path: a PyTorch command trainer
@@ -39,13 +40,31 @@ for name in worker-1 worker-2; do
   pids+=($!)
 done
 
+# The web dashboard: on 8080 unless that is taken.
+dash_port=$(python3 -c '
+import os, socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(os.environ.get("DASHBOARD_PORT", "8080"))))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+"$bin/dashboard/moesweep-dashboard" --coordinator "$address" --listen "127.0.0.1:$dash_port" 2>"$work/dashboard.log" &
+pids+=($!)
+export MOESWEEP_DASHBOARD="http://127.0.0.1:$dash_port"
+echo "demo: dashboard at $MOESWEEP_DASHBOARD/ (open it in a browser)"
+
 "$bin/client/moesweep" validate "$spec"
 id=$("$bin/client/moesweep" submit "$spec" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["sweep_id"])')
 echo "demo: submitted sweep $id; watching it live (Ctrl-C stops watching, not the sweep)"
+echo "demo: or in the browser: $MOESWEEP_DASHBOARD/sweeps/$id"
 status=0
 "$bin/client/moesweep" watch "$id" || status=$?
 echo
 "$bin/client/moesweep" best "$id"
 "$bin/client/moesweep" export "$id" --format csv --output "$work/trials.csv"
 echo "demo: every trial as CSV in $work/trials.csv"
+if [ -t 0 ]; then
+  read -r -p "demo: the dashboard stays at $MOESWEEP_DASHBOARD/ until you press Enter " _ || true
+fi
 exit "$status"

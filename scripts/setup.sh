@@ -5,16 +5,19 @@
 #   scripts/setup.sh            # packages + build (Release) into ./build
 #   scripts/setup.sh --no-build # packages only
 #   scripts/setup.sh --bench    # also the peers the benchmarks compare against (optuna, perf)
+#   scripts/setup.sh --no-browser  # without the dashboard's test browser (chromium: 131 MB, 440 MB installed)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 build=1
 bench=0
+browser=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
     --bench) bench=1 ;;
-    *) echo "setup.sh: unknown flag '$arg' (known: --no-build, --bench)" >&2; exit 2 ;;
+    --no-browser) browser=0 ;;
+    *) echo "setup.sh: unknown flag '$arg' (known: --no-build, --bench, --no-browser)" >&2; exit 2 ;;
   esac
 done
 
@@ -38,7 +41,7 @@ packages=(
   procps
   # libcrypto for the coordinator's token hashes; the openssl command makes the TLS tests' certificates.
   libssl-dev openssl
-  # HTTP for the coordinator's Prometheus /metrics (--metrics-listen), and its tests' client.
+  # HTTP (cpp-httplib): the coordinator's Prometheus /metrics (--metrics-listen) and the web dashboard.
   libcpp-httplib-dev
   # Command trainers: the Python library's tests, the PyTorch example trainer (real PyTorch) and the
   # C++/Python expert-statistics parity test.
@@ -53,6 +56,10 @@ packages=(
   # it uses none of the packages' system services (with systemd, munge's starts with its own key).
   slurm-wlm munge
 )
+if [ "$browser" = 1 ]; then
+  # The dashboard's browser test: headless Chromium driven by Selenium (it skips without them).
+  packages+=(chromium chromium-driver python3-selenium)
+fi
 if [ "$bench" = 1 ]; then
   packages+=(python3-optuna python3-numpy linux-perf)
 fi

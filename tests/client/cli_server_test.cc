@@ -89,6 +89,17 @@ TEST_F(CliServerTest, SubmitSendsTheSpecAndPrintsTheSweepId) {
   EXPECT_EQ(Json::parse(json.out)["sweep_id"], 7);
 }
 
+TEST_F(CliServerTest, SubmitPrintsTheDashboardUrlWhenMoesweepDashboardIsSet) {
+  fake_.submit_response.set_sweep_id(7);
+  std::string path = WriteTemp("submit.json", R"({"name": "moe-core"})");
+  auto r = cli_testing::CliWith({"submit", path, "--coordinator", coordinator_.address()},
+                                [](CliEnv& env) { env.dashboard_env = "http://127.0.0.1:8080/"; });
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out).back(), "dashboard: http://127.0.0.1:8080/sweeps/7");
+  // Unset: no such line.
+  EXPECT_EQ(Cli({"submit", path}).out.find("dashboard:"), std::string::npos);
+}
+
 TEST_F(CliServerTest, SubmitRejectedSpecPrintsEachServerLineAndExits2) {
   fake_.submit_status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                      "objective.metric: unknown metric \"val_acc\" (did you mean \"val_accuracy\"?)\n"

@@ -10,6 +10,8 @@ What it does is chosen by the config key "behaviour":
   gpus   reports the CUDA_VISIBLE_DEVICES it got, and when it ran
   noisy  malformed, huge and non-finite report lines, then a good one
   nan    a NaN objective
+  experts  like ok, plus val_loss and two MoE layers' expert_stats per epoch, sleeping
+           `epoch_sleep` seconds (default 0) after each epoch (the dashboard's tests)
 Standard library only.
 """
 import json
@@ -22,6 +24,21 @@ import time
 
 def report(step, metrics, final=False):
     print("@moesweep " + json.dumps({"step": step, "metrics": metrics, "final": final}), flush=True)
+
+
+def expert_stats(cfg, epoch):
+    """Two layers of `experts` experts; how skewed the routing is depends on temp."""
+    n = int(cfg.get("experts", 4))
+    temp = float(cfg.get("temp", 0.7))
+    layers = []
+    for layer in range(2):
+        raw = [math.exp(-(e + layer) / (temp * 4 + 0.1 * epoch)) for e in range(n)]
+        usage = [r / sum(raw) for r in raw]
+        importance = [0.5 * u + 0.5 / n for u in usage]
+        entropy = -sum(u * math.log(u) for u in usage) / math.log(n)
+        layers.append({"layer": layer, "usage": usage, "importance": importance, "activation_rate": 0.8 + 0.02 * layer,
+                       "gate_weight_variance": 0.01, "router_entropy": entropy})
+    return layers
 
 
 def accuracy(cfg):
@@ -44,6 +61,13 @@ def main():
     if behaviour == "ok":
         for epoch in range(1, epochs + 1):
             report(epoch, {"val_accuracy": accuracy(cfg) - 0.1 * (epochs - epoch), "train_loss": 1.0 / epoch})
+    elif behaviour == "experts":
+        for epoch in range(1, epochs + 1):
+            acc = accuracy(cfg) - 0.1 * (epochs - epoch)
+            print("@moesweep " + json.dumps({"step": epoch, "metrics": {"val_accuracy": acc, "train_loss": 1.0 / epoch,
+                                                                        "val_loss": 1.2 / epoch + 0.05},
+                                             "expert_stats": expert_stats(cfg, epoch), "final": False}), flush=True)
+            time.sleep(float(cfg.get("epoch_sleep", 0)))
     elif behaviour == "crash":
         report(1, {"val_accuracy": 0.1})
         print("Traceback (most recent call last):\n  File \"train.py\", line 1\nZeroDivisionError: division by zero",
