@@ -242,7 +242,9 @@ scancel "${job}_1" || fail "scancel failed"
 log "trial $victim was running on task 1: scancel ${job}_1"
 
 # The sweep finishes; the cancelled task's trial was handed back and ran again on task 0.
-sweep_done() { cli show 1 --json | grep -q '"SWEEP_SUCCEEDED"'; }
+# Read the whole answer before matching: `grep -q` exits at the first match, and the CLI still
+# writing would then die of SIGPIPE, which pipefail makes a failure.
+sweep_done() { local out; out=$(cli show 1 --json) && [[ "$out" == *'"SWEEP_SUCCEEDED"'* ]]; }
 wait_for 120 sweep_done || fail "the sweep did not finish within 120 s: $(cli show 1 2>&1)"
 log "sweep finished"
 lines=$(trial_lines) || fail "moesweep trials failed"
@@ -262,6 +264,8 @@ if [ -n "$gres" ]; then
 import json, sys
 gpus = {}
 for t in json.load(sys.stdin)["trials"]:
+    if t.get("reused_trial_id"):  # Not run: it took an identical trial'"'"'s results.
+        continue
     task = t["worker"].split("@")[0]
     assert t["metrics"]["gpu_count"] == 1, t
     gpus.setdefault(task, set()).add(t["metrics"]["gpu"])
