@@ -26,6 +26,7 @@ inline constexpr size_t kMaxMetricsPerReport = 256;
 inline constexpr size_t kMaxMetricNameBytes = 128;
 inline constexpr size_t kMaxLayersPerReport = 64;         // ExpertStats.layers.
 inline constexpr size_t kMaxExpertsPerLayer = 1024;       // usage / importance entries of a layer.
+inline constexpr size_t kMaxClassRoutingEntries = 65536;  // class_routing entries of one report, all layers.
 inline constexpr size_t kMaxTrialErrorBytes = 4096;       // CompleteTrial.error; longer is cut, not refused.
 
 // Answers.

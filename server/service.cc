@@ -80,11 +80,23 @@ Status CheckExpertStats(const v1::ExpertStats& stats) {
   if (static_cast<size_t>(stats.layers_size()) > kMaxLayersPerReport) {
     return TooMany("expert_stats.layers", stats.layers_size(), kMaxLayersPerReport, "layers");
   }
+  size_t class_routing = 0;
   for (int i = 0; i < stats.layers_size(); ++i) {
     const v1::ExpertLayerStats& layer = stats.layers(i);
     size_t experts = std::max(layer.usage_size(), layer.importance_size());
     if (experts > kMaxExpertsPerLayer) {
       return TooMany(fmt::format("expert_stats.layers[{}]", i), experts, kMaxExpertsPerLayer, "experts");
+    }
+    class_routing += layer.class_routing_size();
+    if (class_routing > kMaxClassRoutingEntries) {
+      return TooMany("expert_stats.layers[].class_routing", class_routing, kMaxClassRoutingEntries, "entries");
+    }
+    if (layer.class_routing_size() > 0 &&
+        (layer.num_classes() <= 0 ||
+         static_cast<size_t>(layer.class_routing_size()) != static_cast<size_t>(layer.num_classes()) * layer.usage_size())) {
+      return Status::InvalidArgument(fmt::format(
+          "expert_stats.layers[{}].class_routing: {} entries, not num_classes ({}) x experts ({})", i,
+          layer.class_routing_size(), layer.num_classes(), layer.usage_size()));
     }
   }
   return Status::Ok();

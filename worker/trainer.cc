@@ -41,13 +41,29 @@ struct EvalResult {
   std::vector<ExpertLayerSummary> stats;
 };
 
-// Validation pass in inference mode; `full` adds top-5 and retrieval metrics.
+// Adds one batch's kept slots to the (class, expert) counts: each token takes its sample's label
+// (a sequence model routes every position of a sample).
+void AccumulateClassRouting(const Routing& r, const at::Tensor& labels, ClassRoutingAccumulator* acc) {
+  const int64_t tokens = r.experts.size(0), k = r.experts.size(1), samples = labels.size(0);
+  if (samples == 0 || tokens % samples != 0) return;
+  at::Tensor token_labels = labels.repeat_interleave(tokens / samples).unsqueeze(1).expand({tokens, k});
+  at::Tensor cells = (token_labels * acc->num_experts + r.experts).masked_select(r.keep);
+  at::Tensor counts = at::bincount(cells, {}, acc->num_classes * acc->num_experts).to(at::kDouble).contiguous();
+  const double* c = counts.data_ptr<double>();
+  for (size_t i = 0; i < acc->counts.size(); ++i) acc->counts[i] += c[i];
+}
+
+// Validation pass in inference mode; `full` adds top-5 and retrieval metrics, and which classes
+// each expert receives.
 EvalResult Evaluate(ModelImpl& model, const Dataset& data, bool full) {
   c10::InferenceMode guard;
   model.eval();
-  for (MoELayer layer : model.moe_layers()) {
+  std::vector<ClassRoutingAccumulator> class_routing(model.moe_layers().size());
+  for (size_t i = 0; i < model.moe_layers().size(); ++i) {
+    MoELayer layer = model.moe_layers()[i];
     layer->stats().Reset(layer->options().use_moe ? layer->options().num_experts : 0);
     layer->set_collect_stats(layer->options().use_moe);
+    if (full && layer->options().use_moe) class_routing[i].Reset(data.num_classes, layer->options().num_experts);
   }
   const int64_t n = data.val_x.size(0), batch = 1024;
   double loss_sum = 0;
@@ -57,6 +73,11 @@ EvalResult Evaluate(ModelImpl& model, const Dataset& data, bool full) {
     const int64_t b = std::min(batch, n - start);
     at::Tensor x = data.val_x.narrow(0, start, b), y = data.val_y.narrow(0, start, b);
     ModelOutput out = model.forward(x);
+    for (size_t i = 0; i < class_routing.size(); ++i) {
+      if (!class_routing[i].counts.empty()) {
+        AccumulateClassRouting(model.moe_layers()[i]->last_routing(), y, &class_routing[i]);
+      }
+    }
     loss_sum += at::cross_entropy_loss(out.logits, y, {}, at::Reduction::Sum).item<double>();
     correct += CountTopK(out.logits, y, 1);
     if (full) {
@@ -73,7 +94,14 @@ EvalResult Evaluate(ModelImpl& model, const Dataset& data, bool full) {
   }
   int index = 0;
   for (MoELayer layer : model.moe_layers()) {
-    if (layer->options().use_moe) r.stats.push_back(layer->stats().Summarize(index));
+    if (layer->options().use_moe) {
+      r.stats.push_back(layer->stats().Summarize(index));
+      const ClassRoutingAccumulator& acc = class_routing[index];
+      if (!acc.counts.empty()) {
+        r.stats.back().num_classes = static_cast<int>(acc.num_classes);
+        r.stats.back().class_routing = acc.Rows();
+      }
+    }
     layer->set_collect_stats(false);
     ++index;
   }

@@ -466,6 +466,21 @@ function usageBarsOption(layer) {
   };
 }
 
+// Which classes each expert receives (class_routing: num_classes rows of the experts' shares).
+function classRoutingOption(layer) {
+  const classes = layer.num_classes || 0, values = layer.class_routing || [];
+  const experts = classes ? values.length / classes : 0;
+  const data = values.map((v, i) => [i % experts, Math.floor(i / experts), v]);
+  return {
+    tooltip: { formatter: (p) => `class ${p.value[1]} → expert ${p.value[0]}: ${fmt(p.value[2], 3)} of its slots` },
+    grid: { left: 56, right: 16, top: 10, bottom: 70 },
+    xAxis: { type: "category", name: "expert", data: [...Array(experts).keys()].map(String), splitArea: { show: true } },
+    yAxis: { type: "category", name: "class", data: [...Array(classes).keys()].map(String), splitArea: { show: true } },
+    visualMap: { min: 0, max: 1, precision: 2, calculable: true, orient: "horizontal", left: "center", bottom: 0, itemHeight: 120, textStyle: { fontSize: 10 } },
+    series: [{ type: "heatmap", data }],
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Views
 // ---------------------------------------------------------------------------------------------
@@ -598,7 +613,7 @@ function trialTable(model) {
   const body = shown.map((t) => `<tr data-trial="${t.trial_id}" class="${Date.now() - (model.freshIds.get(t.trial_id) || 0) < 1500 ? "new" : ""}">
     <td class="num"><a href="/sweeps/${model.id}/trials/${t.trial_id}" data-link>${t.trial_id}</a></td><td>${esc(model.stageName(t.stage))}</td>
     <td>${esc(pointText(t.point_json))}</td><td class="num">${t.seed}</td><td>${badge(t.state)}</td><td class="num">${fmt(model.objective(t))}</td>
-    <td class="hide-narrow">${esc(t.worker)}</td><td class="num hide-narrow">${t.finished_at && t.started_at ? fmtAge(t.finished_at - t.started_at) : "–"}</td>
+    <td class="hide-narrow">${t.reused_trial_id ? `reused #${t.reused_trial_id}` : esc(t.worker)}</td><td class="num hide-narrow">${t.finished_at && t.started_at ? fmtAge(t.finished_at - t.started_at) : "–"}</td>
     <td class="err hide-narrow" title="${esc(t.error)}">${esc((t.error || "").split("\n")[0])}</td></tr>`).join("");
   return `<div class="row"><h2>Trials</h2><input id="filter" placeholder="filter: point, seed, worker, error…" value="${esc(tableState.filter)}">
     <select id="state-filter"><option value="">any state</option>${["TRIAL_PENDING", "TRIAL_RUNNING", "TRIAL_SUCCEEDED", "TRIAL_FAILED", "TRIAL_CANCELLED"].map((s) => `<option value="${s}" ${s === tableState.state ? "selected" : ""}>${short(s).toLowerCase()}</option>`).join("")}</select>
@@ -687,19 +702,21 @@ function renderTrial(model, trialId) {
   const metrics = Object.entries(t.metrics || {}).sort();
   const layers = (t.expert_stats && t.expert_stats.layers) || [];
   const cfg = t.config_json || {};
-  $("#view").innerHTML = `<div class="row"><h1>Trial ${t.trial_id}</h1>${badge(t.state)}<span class="muted">${esc(model.stageName(t.stage))} · point ${t.point_index} (${esc(pointText(t.point_json))}) · seed ${t.seed} · attempt ${t.attempt} · ${esc(t.worker || "no worker yet")}</span></div>
+  $("#view").innerHTML = `<div class="row"><h1>Trial ${t.trial_id}</h1>${badge(t.state)}<span class="muted">${esc(model.stageName(t.stage))} · point ${t.point_index} (${esc(pointText(t.point_json))}) · seed ${t.seed} · attempt ${t.attempt} · ${t.reused_trial_id ? `not run: reused trial <a href="/sweeps/${model.id}/trials/${t.reused_trial_id}" data-link>#${t.reused_trial_id}</a> (same config and seed)` : esc(t.worker || "no worker yet")}</span></div>
     ${t.error ? `<h2>Error</h2><pre class="err" id="trial-error">${esc(t.error)}</pre>` : ""}
     <div class="grid2"><div class="card"><h3>Config</h3><dl class="kv">${Object.keys(cfg).sort().map((k) => `<dt>${esc(k)}</dt><dd>${esc(typeof cfg[k] === "number" ? fmt(cfg[k], 6) : JSON.stringify(cfg[k]))}</dd>`).join("")}</dl></div>
     <div class="card"><h3>${TERMINAL_TRIAL.has(t.state) ? "Final metrics" : "Latest metrics"}</h3><dl class="kv">${metrics.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${fmt(v, 6)}</dd>`).join("") || "<dt>–</dt><dd></dd>"}</dl>
-    <dl class="kv"><dt>created</dt><dd>${new Date(t.created_at * 1000).toLocaleString()}</dd><dt>run time</dt><dd>${t.finished_at && t.started_at ? fmtAge(t.finished_at - t.started_at) : "–"}</dd></dl></div></div>
+    <dl class="kv"><dt>created</dt><dd>${new Date(t.created_at * 1000).toLocaleString()}</dd><dt>run time</dt><dd>${t.reused_trial_id ? `none (reused #${t.reused_trial_id})` : t.finished_at && t.started_at ? fmtAge(t.finished_at - t.started_at) : "–"}</dd></dl></div></div>
     <h2>Curves</h2><div class="grid2"><div class="card"><div class="chart" id="trial-loss-chart"></div></div><div class="card"><div class="chart" id="trial-acc-chart"></div></div></div>
     <h2>Expert statistics</h2>${layers.length ? `<div class="cards">${layers.map((l, i) => `<div class="card"><h3>layer ${l.layer || 0}</h3>
       <dl class="kv"><dt>load_cv</dt><dd>${fmt(l.load_cv)}</dd><dt>activation rate</dt><dd>${fmt(l.activation_rate)}</dd><dt>router entropy</dt><dd>${fmt(l.router_entropy)}</dd>
       <dt>usage variance</dt><dd>${fmt(l.usage_variance)}</dd><dt>gate weight var.</dt><dd>${fmt(l.gate_weight_variance)}</dd></dl>
-      <div class="chart" id="trial-layer-chart-${i}"></div></div>`).join("")}</div>` : `<p class="muted">None reported (dense model, or a trainer that reports no expert_stats).</p>`}`;
+      <div class="chart" id="trial-layer-chart-${i}"></div>
+      ${(l.class_routing || []).length ? `<h3>classes × experts (share of each class's routed slots)</h3><div class="chart" id="trial-class-chart-${i}"></div>` : ""}</div>`).join("")}</div>` : `<p class="muted">None reported (dense model, or a trainer that reports no expert_stats).</p>`}`;
   chart("trial-loss-chart", curveOption(model, [t], "loss"));
   chart("trial-acc-chart", curveOption(model, [t], "acc"));
   layers.forEach((l, i) => chart(`trial-layer-chart-${i}`, usageBarsOption(l)));
+  layers.forEach((l, i) => (l.class_routing || []).length && chart(`trial-class-chart-${i}`, classRoutingOption(l)));
 }
 
 // ---------------------------------------------------------------------------------------------

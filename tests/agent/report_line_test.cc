@@ -69,6 +69,18 @@ TEST(ReportLine, MalformedReportsSayWhatIsWrong) {
   EXPECT_NE(error((many + "}}").c_str()).find("over the limit of 256"), std::string::npos);
 }
 
+TEST(ReportLine, ClassRoutingIsOneRowPerClassOfEveryExpert) {
+  ParsedReport r;
+  Status s = ParseReport(R"({"expert_stats": [{"usage": [0.5, 0.5], "class_routing": [[0.9, 0.1], [0.2, 0.8], [0, 0]]}]})", &r);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(r.expert_stats[0].num_classes, 3);
+  EXPECT_EQ(r.expert_stats[0].class_routing, (std::vector<double>{0.9, 0.1, 0.2, 0.8, 0, 0}));
+  EXPECT_EQ(ExpertLayerJson(r.expert_stats[0])["class_routing"][1][1], 0.8);  // And back, as rows.
+  s = ParseReport(R"({"expert_stats": [{"usage": [0.5, 0.5], "class_routing": [[0.9, 0.1, 0.0]]}]})", &r);
+  EXPECT_NE(s.message().find("class_routing: each class needs one share per expert of usage (2)"), std::string::npos)
+      << s.message();
+}
+
 TEST(ReportLine, OnlyPrefixedLinesAreReports) {
   EXPECT_TRUE(IsReportLine("@moesweep {}"));
   EXPECT_FALSE(IsReportLine("@moesweep{}"));

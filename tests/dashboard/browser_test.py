@@ -141,7 +141,9 @@ def run(args, driver, cluster, check):
     d.execute_script("document.querySelector('#trials tbody a').click()")
     harness.wait_js(d, "/\\/trials\\/\\d+$/.test(location.pathname) && document.querySelector('#trial-loss-chart canvas')")
     time.sleep(0.5)
-    charts = check.charts("trial page", 2 + 2)  # loss, accuracy, one usage chart per layer
+    # loss, accuracy, one usage chart per layer, layer 0's classes x experts heatmap
+    charts = check.charts("trial page", 2 + 2 + 1)
+    check.expect(any(c["id"] == "trial-class-chart-0" for c in charts), "trial page: the classes x experts heatmap")
     text = d.find_element("id", "view").text
     check.expect("Final metrics" in text and "val_loss" in text and "load_cv" in text, "trial page: metrics and expert stats")
     # A trial of a stage that started after the page loaded: its config comes from ListTrials.

@@ -208,3 +208,37 @@ TEST(TrainerTest, TransformerOnImagePatches) {
 
 }  // namespace
 }  // namespace moesweep::worker
+
+namespace moesweep::worker {
+namespace {
+
+// Seed 003's sample -> expert decomposition: the final statistics say which classes each expert
+// receives, one row per class that sums to 1.
+TEST(TrainerTest, FinalStatisticsCarryTheClassByExpertRoutingMatrix) {
+  TrialResult r;
+  std::vector<std::vector<ExpertLayerSummary>> per_epoch;
+  TrialHooks hooks;
+  hooks.on_epoch = [&](int, const Metrics&, const std::vector<ExpertLayerSummary>& stats) {
+    per_epoch.push_back(stats);
+    return true;
+  };
+  ASSERT_TRUE(RunTrial(Config(R"({"epochs": 2})"), TrainOptions{}, hooks, &r).ok());
+  ASSERT_EQ(r.expert_stats.size(), 1u);
+  const ExpertLayerSummary& s = r.expert_stats[0];
+  ASSERT_EQ(s.num_classes, 4);
+  ASSERT_EQ(s.class_routing.size(), 4u * 4u);
+  for (int c = 0; c < 4; ++c) {
+    double row = 0;
+    for (int e = 0; e < 4; ++e) {
+      EXPECT_GE(s.class_routing[c * 4 + e], 0.0);
+      row += s.class_routing[c * 4 + e];
+    }
+    EXPECT_NEAR(row, 1.0, 1e-9) << "class " << c;
+  }
+  // Per-epoch reports stay small: the matrix comes with the final statistics only.
+  ASSERT_FALSE(per_epoch.empty());
+  EXPECT_TRUE(per_epoch.back()[0].class_routing.empty());
+}
+
+}  // namespace
+}  // namespace moesweep::worker

@@ -35,4 +35,21 @@ ExpertLayerSummary RoutingStatsAccumulator::Summarize(int layer) const {
   return s;
 }
 
+void ClassRoutingAccumulator::Reset(int64_t classes, int64_t experts) {
+  num_classes = classes;
+  num_experts = experts;
+  counts.assign(static_cast<size_t>(classes * experts), 0.0);
+}
+
+std::vector<double> ClassRoutingAccumulator::Rows() const {
+  std::vector<double> rows(counts.size(), 0.0);
+  for (int64_t c = 0; c < num_classes; ++c) {
+    double total = 0;
+    for (int64_t e = 0; e < num_experts; ++e) total += counts[c * num_experts + e];
+    if (total <= 0) continue;
+    for (int64_t e = 0; e < num_experts; ++e) rows[c * num_experts + e] = counts[c * num_experts + e] / total;
+  }
+  return rows;
+}
+
 }  // namespace moesweep::worker

@@ -18,6 +18,20 @@ struct ExpertLayerSummary {
   double gate_weight_variance = 0; // Mean over tokens of the (population) variance of p.
   double router_entropy = 0;       // Mean entropy of p / log(E); 0 when E == 1.
   double load_cv = 0;              // std / mean of usage (population std).
+  // Optional: num_classes rows x E, row-major; row c = share of class c's kept slots per expert.
+  int num_classes = 0;
+  std::vector<double> class_routing;
+};
+
+// Kept slots per (class, expert), summed over batches; Rows() normalises each class's row.
+struct ClassRoutingAccumulator {
+  int64_t num_classes = 0;
+  int64_t num_experts = 0;
+  std::vector<double> counts;  // [num_classes * num_experts]
+
+  void Reset(int64_t classes, int64_t experts);
+  // Row-normalised shares; a class with no slot keeps a row of zeros.
+  std::vector<double> Rows() const;
 };
 
 // Sums over the tokens seen since Reset(); Summarize() turns them into the statistics above.

@@ -107,13 +107,26 @@ Status Layer(const Json& value, const std::string& path, size_t index, ExpertLay
     } else if (key == "load_cv") {
       s = Number(*it, key_path, &out->load_cv);
       has_cv = true;
+    } else if (key == "class_routing") {
+      // [[share per expert] per class]
+      if (!it->is_array() || it->empty() || it->size() > kMaxExpertsPerLayer) {
+        return Status::InvalidArgument(fmt::format("{}: expected an array of classes, each an array of expert shares", key_path));
+      }
+      out->class_routing.clear();
+      for (size_t c = 0; c < it->size() && s.ok(); ++c) s = NumberArray((*it)[c], IndexPath(key_path, c), &out->class_routing);
+      out->num_classes = static_cast<int>(it->size());
     } else {
       return Status::InvalidArgument(fmt::format(
           "{}: unknown key (known: layer, usage, importance, usage_variance, activation_rate, "
-          "gate_weight_variance, router_entropy, load_cv)",
+          "gate_weight_variance, router_entropy, load_cv, class_routing)",
           key_path));
     }
     if (!s.ok()) return s;
+  }
+  if (!out->class_routing.empty() &&
+      out->class_routing.size() != static_cast<size_t>(out->num_classes) * out->usage.size()) {
+    return Status::InvalidArgument(fmt::format("{}.class_routing: each class needs one share per expert of usage ({})",
+                                               path, out->usage.size()));
   }
   // The statistics that are functions of `usage` alone (docs/worker.md), when left out.
   if (!out->usage.empty() && (!has_variance || !has_cv)) {
@@ -133,7 +146,7 @@ Status Layer(const Json& value, const std::string& path, size_t index, ExpertLay
 }  // namespace
 
 Json ExpertLayerJson(const ExpertLayerSummary& s) {
-  return Json{{"layer", s.layer},
+  Json json{{"layer", s.layer},
               {"usage", s.usage},
               {"importance", s.importance},
               {"usage_variance", s.usage_variance},
@@ -141,6 +154,15 @@ Json ExpertLayerJson(const ExpertLayerSummary& s) {
               {"gate_weight_variance", s.gate_weight_variance},
               {"router_entropy", s.router_entropy},
               {"load_cv", s.load_cv}};
+  if (!s.class_routing.empty() && s.num_classes > 0) {
+    const size_t experts = s.class_routing.size() / static_cast<size_t>(s.num_classes);
+    Json rows = Json::array();
+    for (int c = 0; c < s.num_classes; ++c) {
+      rows.push_back(std::vector<double>(s.class_routing.begin() + c * experts, s.class_routing.begin() + (c + 1) * experts));
+    }
+    json["class_routing"] = rows;
+  }
+  return json;
 }
 
 bool IsReportLine(std::string_view line) { return line.substr(0, kReportPrefix.size()) == kReportPrefix; }

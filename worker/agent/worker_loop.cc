@@ -47,6 +47,10 @@ void FillStats(const std::vector<ExpertLayerSummary>& stats, pb::ExpertStats* ou
     l->set_gate_weight_variance(s.gate_weight_variance);
     l->set_router_entropy(s.router_entropy);
     l->set_load_cv(s.load_cv);
+    if (!s.class_routing.empty()) {
+      l->set_num_classes(s.num_classes);
+      for (double v : s.class_routing) l->add_class_routing(v);
+    }
   }
 }
 

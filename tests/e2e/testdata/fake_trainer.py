@@ -38,6 +38,8 @@ def expert_stats(cfg, epoch):
         entropy = -sum(u * math.log(u) for u in usage) / math.log(n)
         layers.append({"layer": layer, "usage": usage, "importance": importance, "activation_rate": 0.8 + 0.02 * layer,
                        "gate_weight_variance": 0.01, "router_entropy": entropy})
+    # Layer 0 also says which of 3 classes each expert receives (class c prefers expert c % n).
+    layers[0]["class_routing"] = [[0.7 if e == c % n else 0.3 / (n - 1) for e in range(n)] for c in range(3)]
     return layers
 
 
