@@ -418,6 +418,9 @@ class SpecChecker {
       missing_in(known, fmt::format("stage {} \"{}\"", i + 1, spec.stages[i].name));
     }
     if (usage.passes_whole_config) return;
+    // EditDistance costs |a| x |b|: suggestions stop past this many cells in all, else a spec of long
+    // or many keys and placeholders would hold the coordinator's thread for minutes.
+    size_t suggestion_budget = 10'000'000;
     auto unused = [&](const Json& object, const std::string& path) {
       if (!object.is_object()) return;
       for (auto it = object.begin(); it != object.end(); ++it) {
@@ -425,6 +428,9 @@ class SpecChecker {
         std::string best;
         size_t best_d = 3;
         for (const std::string& k : usage.keys) {
+          size_t cost = (it.key().size() + 1) * (k.size() + 1);
+          if (cost > suggestion_budget) break;
+          suggestion_budget -= cost;
           if (size_t d = EditDistance(it.key(), k); d < best_d) best_d = d, best = k;
         }
         Error(JoinPath(path, it.key()),
@@ -435,9 +441,15 @@ class SpecChecker {
     };
     unused(spec.base, "base");
     if (spec.baseline) unused(*spec.baseline, "baseline");
-    const Json& stages = root["stages"];
-    for (size_t i = 0; i < stages.size(); ++i) {
-      if (stages[i].is_object() && stages[i].contains("grid")) unused(stages[i]["grid"], JoinPath(IndexPath("stages", i), "grid"));
+    // "stages" may be missing or not an array (CheckStages reported it): const operator[] on a
+    // missing key reads past the end, and on a non-array it throws.
+    auto stages = root.find("stages");
+    if (stages == root.end() || !stages->is_array()) return;
+    for (size_t i = 0; i < stages->size(); ++i) {
+      const Json& stage = (*stages)[i];
+      if (auto grid = stage.is_object() ? stage.find("grid") : stage.end(); grid != stage.end()) {
+        unused(*grid, JoinPath(IndexPath("stages", i), "grid"));
+      }
     }
   }
 

@@ -235,6 +235,20 @@ const Json& ValueOr(const Json& config, const char* key) {
   return it != config.end() ? *it : FindConfigKey(key)->default_value;
 }
 
+// `value` as an int64 when it is a number that has one (1e30 has not: converting it is undefined).
+bool AsInt(const Json& value, int64_t* out) {
+  if (value.is_number_unsigned()) {
+    if (value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+  } else if (value.is_number_float()) {
+    double v = value.get<double>();
+    if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return false;
+  } else if (!value.is_number_integer()) {
+    return false;
+  }
+  *out = value.get<int64_t>();
+  return true;
+}
+
 }  // namespace
 
 const std::vector<std::vector<std::string>>& CrossKeyRuleKeys() {
@@ -249,20 +263,18 @@ void CheckCrossKeyRules(const Json& config, const std::string& path, std::vector
   const Json& use_moe = ValueOr(config, "use_moe");
   const Json& top_k = ValueOr(config, "top_k");
   const Json& num_experts = ValueOr(config, "num_experts");
-  if (use_moe.is_boolean() && use_moe.get<bool>() && top_k.is_number() && num_experts.is_number() &&
-      top_k.get<int64_t>() > num_experts.get<int64_t>()) {
-    errors->push_back(fmt::format("{}: {} is more than num_experts ({})", JoinPath(path, "top_k"),
-                                  top_k.get<int64_t>(), num_experts.get<int64_t>()));
+  int64_t k = 0, e = 0;
+  if (use_moe.is_boolean() && use_moe.get<bool>() && AsInt(top_k, &k) && AsInt(num_experts, &e) && k > e) {
+    errors->push_back(fmt::format("{}: {} is more than num_experts ({})", JoinPath(path, "top_k"), k, e));
   }
   // Only keys the chosen model uses: a sweep over d_model of an MLP must not fail on the unused
   // default num_heads.
   const Json& model = ValueOr(config, "model");
   const Json& d_model = ValueOr(config, "d_model");
   const Json& num_heads = ValueOr(config, "num_heads");
-  if (model == "moe_transformer" && d_model.is_number() && num_heads.is_number() &&
-      num_heads.get<int64_t>() > 0 && d_model.get<int64_t>() % num_heads.get<int64_t>() != 0) {
-    errors->push_back(fmt::format("{}: {} does not divide d_model ({})", JoinPath(path, "num_heads"),
-                                  num_heads.get<int64_t>(), d_model.get<int64_t>()));
+  int64_t d = 0, h = 0;
+  if (model == "moe_transformer" && AsInt(d_model, &d) && AsInt(num_heads, &h) && h > 0 && d % h != 0) {
+    errors->push_back(fmt::format("{}: {} does not divide d_model ({})", JoinPath(path, "num_heads"), h, d));
   }
   const Json& dataset = ValueOr(config, "dataset");
   const Json& csv_path = ValueOr(config, "path");

@@ -14,8 +14,6 @@
 
 namespace moesweep {
 
-namespace v1 = ::moesweep::v1;
-
 // One trial to create: its grid point and full config (including "seed").
 struct PlannedTrial {
   int point_index;

@@ -18,8 +18,6 @@
 
 namespace moesweep {
 
-namespace v1 = ::moesweep::v1;
-
 // A sweep row as stored.
 struct SweepRow {
   int64_t id = 0;

@@ -184,5 +184,33 @@ TEST(HostileSpec, Utf8AndClipping) {
   EXPECT_EQ(Clip("abc", 3), "abc");
 }
 
+// Found by fuzz/sweep_spec_fuzzer: a command trainer's unused-key check read "stages" with const
+// operator[], past the end of the object when it was missing (ASan: heap-buffer-overflow) and
+// throwing type_error when it was a string or an object.
+TEST(HostileSpec, CommandSpecWithoutAStagesArrayIsAnErrorNotACrash) {
+  const std::string head = R"({"name": "x", "objective": {"metric": "m"}, "trainer": {"command": ["p"]},
+                               "base": {"a": 1})";
+  for (const std::string& stages : {std::string(""), std::string(R"(, "stages": "abc")"),
+                                    std::string(R"(, "stages": {"g": 1})"), std::string(R"(, "stages": 5)")}) {
+    std::string e = Error(head + stages + "}");
+    EXPECT_NE(e.find("stages"), std::string::npos) << stages << ": " << e;
+    EXPECT_NE(e.find("base.a: not used by trainer.command"), std::string::npos) << stages << ": " << e;
+  }
+}
+
+// Found while writing the fuzz targets: "did you mean" compared every unused key with every
+// placeholder at |a| x |b| cost; two 200 KB names took minutes on the coordinator's thread.
+TEST(HostileSpec, LongUnusedKeyAndPlaceholderAreCheckedQuickly) {
+  std::string placeholder(200000, 'p'), key(200000, 'k');
+  std::string text = R"({"name": "x", "objective": {"metric": "m"}, "trainer": {"command": ["p", "{)" + placeholder +
+                     R"(}"]}, "base": {")" + placeholder + R"(": 1, ")" + key +
+                     R"(": 2}, "stages": [{"name": "s", "grid": {")" + placeholder + R"(": [1, 2]}}]})";
+  auto start = std::chrono::steady_clock::now();
+  std::string e = Error(text);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_NE(e.find("base.kkkk"), std::string::npos) << e.substr(0, 300);
+  EXPECT_NE(e.find("not used by trainer.command"), std::string::npos) << e.substr(0, 300);
+}
+
 }  // namespace
 }  // namespace moesweep

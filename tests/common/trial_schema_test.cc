@@ -42,5 +42,23 @@ TEST(TrialSchema, EveryProblemIsReported) {
   EXPECT_NE(s.message().find("base.lr"), std::string::npos);
 }
 
+// Found by fuzz/trial_config_fuzzer (UBSan): the cross-key rules converted any number to int64,
+// and 1e30 does not fit (undefined behaviour). Such values skip the rule, as wrong types do;
+// the schema check reports them.
+TEST(TrialSchema, CrossKeyRulesSkipNumbersBeyondInt64) {
+  for (const char* text : {R"({"num_experts": 1e30})", R"({"top_k": -1e300})", R"({"top_k": 18446744073709551615})",
+                           R"({"model": "moe_transformer", "num_heads": 1e30})",
+                           R"({"model": "moe_transformer", "d_model": -1e19})"}) {
+    std::vector<std::string> errors;
+    CheckCrossKeyRules(Json::parse(text), "c", &errors);
+    EXPECT_TRUE(errors.empty()) << text << ": " << errors[0];
+    EXPECT_FALSE(ValidateTrialConfig(Json::parse(text), "c").ok()) << text;
+  }
+  std::vector<std::string> errors;
+  CheckCrossKeyRules(Json{{"top_k", 4.0}, {"num_experts", 2}}, "c", &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "c.top_k: 4 is more than num_experts (2)");
+}
+
 }  // namespace
 }  // namespace moesweep
