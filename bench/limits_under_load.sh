@@ -31,13 +31,8 @@ JUNK_RATE=${JUNK_RATE:-30}
 GRID=${GRID:-25x20}
 PY=/usr/bin/python3
 
-if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
-  launcher=()
-  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMOESWEEP_BUILD_WORKER=OFF -DMOESWEEP_BUILD_TESTS=OFF \
-    -DMOESWEEP_BUILD_BENCH=ON "${launcher[@]}" >/dev/null
-fi
-cmake --build "$BUILD" -j2 --target moesweep-coordinator-loadgen moesweep-coordinator >/dev/null
+source "$ROOT/bench/build_loadgen.sh"
+build_loadgen "$ROOT" "$BUILD"
 
 if [[ -n "${KEEP_RESULTS:-}" ]]; then
   OUT=$KEEP_RESULTS

@@ -27,13 +27,8 @@ OPTUNA_BUDGET=${OPTUNA_BUDGET:-45}
 OPTUNA_WAL=${OPTUNA_WAL:-1}
 PY=/usr/bin/python3  # Debian's python, which has python3-optuna (not a pyenv python on PATH).
 
-if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
-  launcher=()
-  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DMOESWEEP_BUILD_WORKER=OFF -DMOESWEEP_BUILD_TESTS=OFF \
-    -DMOESWEEP_BUILD_BENCH=ON "${launcher[@]}" >/dev/null
-fi
-cmake --build "$BUILD" -j2 --target moesweep-coordinator-loadgen moesweep-coordinator >/dev/null
+source "$ROOT/bench/build_loadgen.sh"
+build_loadgen "$ROOT" "$BUILD"
 
 if [[ -n "${KEEP_RESULTS:-}" ]]; then
   OUT=$KEEP_RESULTS

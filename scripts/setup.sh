@@ -64,23 +64,14 @@ if [ "$bench" = 1 ]; then
   packages+=(python3-optuna python3-numpy linux-perf)
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+source scripts/apt_install.sh
+apt_install "${packages[@]}"
 
 # Make sure libblas.so.3 resolves to OpenBLAS, not the reference BLAS.
 if command -v update-alternatives >/dev/null; then
   openblas=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep openblas | head -n1 || true)
   if [ -n "$openblas" ]; then
-    ${sudo_cmd:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas" >/dev/null
+    $([ "$(id -u)" = 0 ] || echo sudo) update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas" >/dev/null
   fi
 fi
 
