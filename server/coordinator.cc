@@ -212,7 +212,10 @@ void Coordinator::RunBatch(std::vector<Command>& batch) {
   }
   // Without writes, a transaction is still needed when a lease is due or a parked long-poll can
   // be served.
-  bool maintenance = engine_.NextLeaseDeadline() <= clock_->Now() || (!waiters_.empty() && engine_.HasPendingTrials());
+  bool maintenance = engine_.NextLeaseDeadline() <= clock_->Now() ||
+                     (engine_.HasPendingTrials() && std::any_of(waiters_.begin(), waiters_.end(), [this](const Waiter& w) {
+                        return engine_.CanServe(*w.request);
+                      }));
   CoordinatorMetrics* metrics = options_.metrics;
   double commit_seconds = -1;
   if (any_writes || maintenance) {

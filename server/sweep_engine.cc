@@ -223,9 +223,24 @@ Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vecto
 // ---------------------------------------------------------------------------------------------
 // Leases
 
+// Whether a worker that offers `request` can run the trials of `trainer`.
+static bool CanRun(const v1::AcquireTrialRequest& request, const TrainerSpec& trainer) {
+  if (trainer.gpus > request.free_gpus()) return false;
+  if (request.trainer_kinds().empty()) return trainer.kind == TrainerSpec::kBuiltin;
+  return std::find(request.trainer_kinds().begin(), request.trainer_kinds().end(), trainer.kind) !=
+         request.trainer_kinds().end();
+}
+
 bool SweepEngine::HasPendingTrials() const {
   for (const auto& [id, sweep] : sweeps_) {
     if (sweep.state == v1::SWEEP_RUNNING && !sweep.pending.empty()) return true;
+  }
+  return false;
+}
+
+bool SweepEngine::CanServe(const v1::AcquireTrialRequest& request) const {
+  for (const auto& [id, sweep] : sweeps_) {
+    if (sweep.state == v1::SWEEP_RUNNING && !sweep.pending.empty() && CanRun(request, sweep.spec.trainer)) return true;
   }
   return false;
 }
@@ -242,14 +257,6 @@ double SweepEngine::NextLeaseDeadline() const {
   double next = std::numeric_limits<double>::infinity();
   for (int64_t id : leased_) next = std::min(next, trials_.at(id).lease_deadline);
   return next;
-}
-
-// Whether a worker that offers `request` can run the trials of `trainer`.
-static bool CanRun(const v1::AcquireTrialRequest& request, const TrainerSpec& trainer) {
-  if (trainer.gpus > request.free_gpus()) return false;
-  if (request.trainer_kinds().empty()) return trainer.kind == TrainerSpec::kBuiltin;
-  return std::find(request.trainer_kinds().begin(), request.trainer_kinds().end(), trainer.kind) !=
-         request.trainer_kinds().end();
 }
 
 Status SweepEngine::Acquire(const v1::AcquireTrialRequest& request, v1::AcquireTrialResponse* response) {

@@ -59,6 +59,8 @@ class SweepEngine {
   Status ExpireLeases();
 
   bool HasPendingTrials() const;
+  // Whether a worker asking with `request` would be leased a trial now.
+  bool CanServe(const v1::AcquireTrialRequest& request) const;
   // Trials a worker could lease now: pending in running sweeps.
   int64_t PendingTrials() const;
   const EngineStats& stats() const { return stats_; }
