@@ -54,6 +54,11 @@ void PrintStageTable(const google::protobuf::RepeatedPtrField<v1::StageResult>& 
     if (std::string sure = FormatSignificance(s); !sure.empty()) {
       out << fmt::format("stage {} {}: {}\n", s.stage(), s.name(), sure);
     }
+    if (s.extended_points_json_size() > 0) {
+      std::vector<std::string> added;
+      for (const std::string& point : s.extended_points_json()) added.push_back(FormatPoint(point));
+      out << fmt::format("stage {} {}: added beyond the grid's edges: {}\n", s.stage(), s.name(), fmt::join(added, ", "));
+    }
   }
 }
 

@@ -148,6 +148,15 @@ std::vector<std::string> WatchView::Render(const v1::SweepEvent& event) {
       p.total = s.trials_total();
       return {time + fmt::format("{} started: {} trials", StageLabel(s.stage()), s.trials_total())};
     }
+    case v1::STAGE_EXTENDED: {
+      const v1::StageResult& s = event.stage();
+      StageProgress& p = stages_[s.stage()];
+      p.total = s.trials_total();
+      std::vector<std::string> added;
+      for (const std::string& point : s.extended_points_json()) added.push_back(FormatPoint(point));
+      return {time + fmt::format("{} extended: {} (the winner sat on the grid's edge); {} trials now",
+                                 StageLabel(s.stage()), fmt::join(added, ", "), s.trials_total())};
+    }
     case v1::TRIAL_STARTED: {
       std::string line = time + "  start    " + TrialLabel(t);
       if (t.attempt() > 1) line += fmt::format("  (attempt {})", t.attempt());

@@ -1,5 +1,6 @@
 #include "common/sweep_spec.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <limits>
@@ -278,7 +279,9 @@ class SpecChecker {
       }
       StageSpec stage;
       for (auto k = s.begin(); k != s.end(); ++k) {
-        if (k.key() != "name" && k.key() != "grid") UnknownKey(path, k.key(), {"name", "grid"});
+        if (k.key() != "name" && k.key() != "grid" && k.key() != "extend_edges") {
+          UnknownKey(path, k.key(), {"name", "grid", "extend_edges"});
+        }
       }
       auto name = s.find("name");
       if (name == s.end() || !name->is_string() || name->get<std::string>().empty()) {
@@ -295,6 +298,7 @@ class SpecChecker {
         }
       }
       CheckGrid(s, path, &stage);
+      if (auto e = s.find("extend_edges"); e != s.end()) CheckEdgeExtension(*e, JoinPath(path, "extend_edges"), &stage);
       size_t points = stage.NumPoints();
       size_t trials = SaturatingMul(points, std::max<size_t>(1, spec->seeds.size()));
       if (!stage.axes.empty() && trials > static_cast<uint64_t>(limits_.max_stage_trials)) {
@@ -451,6 +455,48 @@ class SpecChecker {
         unused(*grid, JoinPath(IndexPath("stages", i), "grid"));
       }
     }
+  }
+
+  void CheckEdgeExtension(const Json& e, const std::string& path, StageSpec* stage) {
+    if (!e.is_object()) {
+      return Error(path, fmt::format("expected an object such as {{\"max_extensions\": 2}}, got {}", JsonTypeName(e)));
+    }
+    for (auto k = e.begin(); k != e.end(); ++k) {
+      if (k.key() != "max_extensions" && k.key() != "bounds") UnknownKey(path, k.key(), {"max_extensions", "bounds"});
+    }
+    EdgeExtension ext;
+    if (auto m = e.find("max_extensions"); m != e.end()) {
+      if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > 10) {
+        Error(JoinPath(path, "max_extensions"), fmt::format("expected an integer in [1, 10], got {}", Abbreviate(*m)));
+      } else {
+        ext.max_extensions = static_cast<int>(m->get<int64_t>());
+      }
+    }
+    bool numeric_axis = false;
+    for (const auto& axis : stage->axes) {
+      numeric_axis |= axis.second.size() >= 2 &&
+                      std::all_of(axis.second.begin(), axis.second.end(), [](const Json& v) { return v.is_number(); });
+    }
+    if (!numeric_axis) Error(path, "needs a grid axis of two or more numbers to extend");
+    if (auto b = e.find("bounds"); b != e.end()) {
+      if (!b->is_object()) {
+        Error(JoinPath(path, "bounds"), "expected an object of KEY: [min, max]");
+      } else {
+        for (auto k = b->begin(); k != b->end(); ++k) {
+          const std::string key_path = JoinPath(JoinPath(path, "bounds"), k.key());
+          const Json& v = k.value();
+          if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number() ||
+              v[0].get<double>() > v[1].get<double>()) {
+            Error(key_path, "expected [min, max], two numbers with min <= max");
+            continue;
+          }
+          bool in_grid = std::any_of(stage->axes.begin(), stage->axes.end(), [&](const auto& a) { return a.first == k.key(); });
+          if (!in_grid) Error(key_path, "not an axis of this stage's grid");
+          ext.bounds[k.key()] = {v[0].get<double>(), v[1].get<double>()};
+        }
+      }
+    }
+    stage->extend_edges = ext;
   }
 
   static const char* TypeWord(ValueType t) {
@@ -613,7 +659,17 @@ Json SweepSpec::ToJson() const {
   for (const StageSpec& s : stages) {
     Json grid = Json::object();
     for (const auto& axis : s.axes) grid[axis.first] = axis.second;
-    stages_json.push_back({{"name", s.name}, {"grid", grid}});
+    Json stage_json = {{"name", s.name}, {"grid", grid}};
+    if (s.extend_edges) {
+      Json ext = {{"max_extensions", s.extend_edges->max_extensions}};
+      if (!s.extend_edges->bounds.empty()) {
+        Json bounds = Json::object();
+        for (const auto& [key, range] : s.extend_edges->bounds) bounds[key] = {range.first, range.second};
+        ext["bounds"] = bounds;
+      }
+      stage_json["extend_edges"] = ext;
+    }
+    stages_json.push_back(std::move(stage_json));
   }
   j["stages"] = stages_json;
   if (success_min_delta) j["success"] = {{"min_delta", *success_min_delta}};

@@ -4,6 +4,7 @@
 #define MOESWEEP_COMMON_SWEEP_SPEC_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,9 +18,17 @@ namespace moesweep {
 
 // One stage: a grid of axes; its points are the cartesian product in the order written, the last
 // axis varying fastest.
+// "extend_edges": when a stage's winner sits on the first or last value of a numeric axis, the
+// stage adds the next value beyond that edge (seed 001: "if 2048 wins, test 4096 next").
+struct EdgeExtension {
+  int max_extensions = 1;  // Values added beyond each edge of an axis, at most.
+  std::map<std::string, std::pair<double, double>> bounds;  // Per axis: never past [min, max].
+};
+
 struct StageSpec {
   std::string name;
   std::vector<std::pair<std::string, std::vector<Json>>> axes;
+  std::optional<EdgeExtension> extend_edges;
 
   size_t NumPoints() const;
   // The grid values of point `index` (0 <= index < NumPoints()) as {"key": value, ...}.

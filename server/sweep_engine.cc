@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -10,6 +11,7 @@
 #include "common/trial_schema.h"
 #include "server/significance.h"
 #include "server/stage_planner.h"
+#include "server/stage_strategy.h"
 
 namespace moesweep {
 namespace {
@@ -136,9 +138,7 @@ Status SweepEngine::Submit(const std::string& spec_json, v1::SubmitSweepResponse
 }
 
 Status SweepEngine::StartStage(ActiveSweep& sweep, int stage, const Json& carried) {
-  std::vector<PlannedTrial> planned =
-      stage == 0 ? PlanBaseline(sweep.spec.base, *sweep.spec.baseline, sweep.spec.seeds)
-                 : PlanStage(sweep.spec.stages[stage - 1], carried, sweep.spec.seeds);
+  std::vector<PlannedTrial> planned = MakeStageStrategy(sweep.spec, stage)->Plan(carried);
   StageRow row{stage, stage == 0 ? "baseline" : sweep.spec.stages[stage - 1].name, v1::STAGE_RUNNING};
   RETURN_IF_ERROR(store_->UpdateStage(sweep.id, row, 0));
   if (stage > 0) {
@@ -163,6 +163,23 @@ Status SweepEngine::StartStage(ActiveSweep& sweep, int stage, const Json& carrie
 static std::string ReuseKey(const SweepSpec& spec, const Json& config) {
   nlohmann::json sorted = spec.trainer.is_command() ? config : WithDefaults(config);
   return sorted.dump();
+}
+
+Status SweepEngine::ExtendStage(ActiveSweep& sweep, int stage, const std::vector<PlannedTrial>& planned) {
+  std::vector<std::pair<int64_t, TrialRow>> reusable;
+  RETURN_IF_ERROR(CreateTrials(sweep, stage, planned, &reusable));
+  v1::SweepEvent event;
+  v1::StageResult* result = event.mutable_stage();
+  result->set_stage(stage);
+  result->set_name(sweep.spec.stages[stage - 1].name);
+  result->set_state(v1::STAGE_RUNNING);
+  result->set_trials_total(sweep.open_stages[stage].total);
+  std::set<int> added;
+  for (const PlannedTrial& p : planned) {
+    if (added.insert(p.point_index).second) result->add_extended_points_json(p.point.dump());
+  }
+  RETURN_IF_ERROR(Emit(sweep, v1::STAGE_EXTENDED, std::move(event)));
+  return FinishReusedTrials(sweep, stage, std::move(reusable));
 }
 
 Status SweepEngine::FinishReusedTrials(ActiveSweep& sweep, int stage,
@@ -490,13 +507,20 @@ Status SweepEngine::DecideOpenStage(ActiveSweep& sweep, int stage) {
   Json winner_config;
   if (decision.winner >= 0) {
     int point = decision.points[decision.winner].point_index();
+    std::map<int, Json> tried;  // Every point so far, by index.
     for (int64_t id : progress.trial_ids) {
       const TrialState& t = trials_.at(id);
-      if (t.point_index == point) {
-        winner_config = WithoutSeed(t.config_json);
-        break;
+      if (t.point_index == point && winner_config.is_null()) winner_config = WithoutSeed(t.config_json);
+      if (!tried.count(t.point_index)) {
+        Json p;
+        tried[t.point_index] = ParseJson(t.point_json, &p).ok() ? p : Json::object();
       }
     }
+    // The strategy may want more trials first (a winner on the edge of the grid).
+    std::vector<Json> tried_points;
+    for (auto& [index, p] : tried) tried_points.push_back(std::move(p));
+    std::vector<PlannedTrial> more = MakeStageStrategy(sweep.spec, stage)->More(decision, winner_config, tried_points);
+    if (!more.empty()) return ExtendStage(sweep, stage, more);
     row.state = v1::STAGE_SUCCEEDED;
     row.winner_point = point;
     row.winner_config = winner_config.dump();
@@ -806,7 +830,11 @@ Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, st
     result.set_name(stage.name);
     result.set_state(stage.state);
     result.set_trials_total(static_cast<int>(trials.size()));
+    const size_t grid_points = stage.stage > 0 && stage.stage <= static_cast<int>(spec.stages.size())
+                                   ? spec.stages[stage.stage - 1].NumPoints()
+                                   : 1;
     for (const v1::PointScore& p : decision.points) {
+      if (static_cast<size_t>(p.point_index()) >= grid_points) result.add_extended_points_json(p.point_json());
       *result.add_points() = p;
       if (stage.state == v1::STAGE_SUCCEEDED && p.point_index() == stage.winner_point) *result.mutable_winner() = p;
     }

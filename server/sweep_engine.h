@@ -122,6 +122,8 @@ class SweepEngine {
   // config and seed) are left out of the queue and returned in `reusable` (trial -> original).
   Status CreateTrials(ActiveSweep& sweep, int stage, const std::vector<struct PlannedTrial>& planned,
                       std::vector<std::pair<int64_t, TrialRow>>* reusable);
+  // Adds trials to an open stage (its strategy asked for more before deciding); emits STAGE_EXTENDED.
+  Status ExtendStage(ActiveSweep& sweep, int stage, const std::vector<struct PlannedTrial>& planned);
   // Records each reusable trial as done with its original's results.
   Status FinishReusedTrials(ActiveSweep& sweep, int stage, std::vector<std::pair<int64_t, TrialRow>> reusable);
   Status Emit(ActiveSweep& sweep, v1::EventType type, v1::SweepEvent event);

@@ -203,6 +203,12 @@ class SweepModel {
       case "SWEEP_FINISHED":
         this.sweep = Object.assign({}, this.sweep, ev.sweep);
         return true;
+      case "STAGE_EXTENDED": {
+        const old = this.stages.get(ev.stage.stage);
+        if (!old) return false;
+        this.stages.set(ev.stage.stage, Object.assign({}, old, { trials_total: ev.stage.trials_total }));
+        return true;
+      }
       case "STAGE_STARTED":
       case "STAGE_DECIDED": {
         const old = this.stages.get(ev.stage.stage);

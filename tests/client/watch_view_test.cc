@@ -153,3 +153,22 @@ TEST(WatchViewTest, DecidedStageSaysHowSureTheWinnerIs) {
 
 }  // namespace
 }  // namespace moesweep::client
+
+namespace moesweep::client {
+namespace {
+
+TEST(WatchViewTest, AnExtendedStageSaysWhatItAdded) {
+  WatchView view(false);
+  v1::SweepEvent extended = cli_testing::Event(5, v1::STAGE_EXTENDED);
+  v1::StageResult* s = extended.mutable_stage();
+  s->set_stage(1);
+  s->set_name("core");
+  s->set_trials_total(18);
+  s->add_extended_points_json(R"({"expert_hidden_dim": 4096, "temperature": 0.7})");
+  std::string line = view.Render(extended).at(0);
+  EXPECT_TRUE(Contains(line, "extended: expert_hidden_dim=4096 temperature=0.7 (the winner sat on the grid's edge); 18 trials now"))
+      << line;
+}
+
+}  // namespace
+}  // namespace moesweep::client

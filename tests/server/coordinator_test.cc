@@ -1,5 +1,6 @@
 #include "server/coordinator.h"
 
+#include <cmath>
 #include <map>
 #include <thread>
 
@@ -672,6 +673,52 @@ TEST_F(CoordinatorTest, AFailedTrialIsNeverReused) {
   }
   EXPECT_GT(reused_by_seed.at(1), 0);
   EXPECT_EQ(reused_by_seed.at(2), 0);  // Ran: its identical trial had failed.
+}
+
+}  // namespace
+}  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+// A winner on the grid's edge extends the stage, across a restart, until the winner is inside or
+// max_extensions is reached; the decision then covers the added points.
+TEST_F(CoordinatorTest, AStageExtendsItsGridEdgeUntilTheWinnerIsInside) {
+  int64_t id = Submit(R"({
+    "name": "edges",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "seeds": [1, 2],
+    "stages": [{"name": "width", "grid": {"expert_hidden_dim": [16, 32, 64]}, "extend_edges": {"max_extensions": 3}}]
+  })");
+  // Accuracy peaks at width 128: 64 wins the grid, then 128 wins over 256, so the stage adds 128 and
+  // 256 and stops.
+  auto score = [](const Json& c) {
+    return 1.0 - std::abs(std::log2(c["expert_hidden_dim"].get<double>()) - 7) * 0.1 + 0.001 * c["seed"].get<int>();
+  };
+  auto run = [&](int limit) {
+    for (int n = 0; n < limit; ++n) {
+      v1::AcquireTrialResponse a = Acquire();
+      if (!a.has_trial()) return;
+      ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                           {{"val_accuracy", score(Json::parse(a.config_json()))}}).ok());
+    }
+  };
+  run(6);  // The grid: 64 wins on the edge, so 128 is added.
+  EXPECT_EQ(Trials(id).size(), 6u + 2u);
+  Restart();  // In the middle of the extension.
+  run(1000);  // 128 wins as the new edge: 256 is added; then 128 wins inside.
+  EXPECT_EQ(Trials(id).size(), 6u + 2u + 2u);
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_SUCCEEDED);
+  const v1::StageResult& stage = sweep.stages(0);
+  EXPECT_EQ(stage.winner().point_json(), R"({"expert_hidden_dim":128})");
+  EXPECT_EQ(stage.winner().point_index(), 3);
+  ASSERT_EQ(stage.extended_points_json_size(), 2);
+  EXPECT_EQ(stage.extended_points_json(0), R"({"expert_hidden_dim":128})");
+  EXPECT_EQ(stage.extended_points_json(1), R"({"expert_hidden_dim":256})");
+  int extended_events = 0;
+  for (const v1::SweepEvent& e : StoredEvents(id)) extended_events += e.type() == v1::STAGE_EXTENDED;
+  EXPECT_EQ(extended_events, 2);
 }
 
 }  // namespace
