@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 #include <fmt/format.h>
@@ -32,6 +33,8 @@ constexpr size_t kMaxCrossKeyReports = 3;
 constexpr size_t kMaxCrossKeyCombinations = 100000;
 
 // Collects every problem of a spec, so one submission shows them all.
+std::vector<Json> SampleSpace(const std::vector<std::pair<std::string, Json>>& space, uint64_t seed, int trials);
+
 class SpecChecker {
  public:
   explicit SpecChecker(const SpecLimits& limits) : limits_(limits) {}
@@ -279,8 +282,9 @@ class SpecChecker {
       }
       StageSpec stage;
       for (auto k = s.begin(); k != s.end(); ++k) {
-        if (k.key() != "name" && k.key() != "grid" && k.key() != "extend_edges") {
-          UnknownKey(path, k.key(), {"name", "grid", "extend_edges"});
+        if (k.key() != "name" && k.key() != "grid" && k.key() != "extend_edges" && k.key() != "search" &&
+            k.key() != "space") {
+          UnknownKey(path, k.key(), {"name", "grid", "extend_edges", "search", "space"});
         }
       }
       auto name = s.find("name");
@@ -297,7 +301,11 @@ class SpecChecker {
           Error(JoinPath(path, "name"), fmt::format("duplicate stage name \"{}\"", Clip(stage.name, kMaxEchoChars)));
         }
       }
-      CheckGrid(s, path, &stage);
+      if (s.contains("search")) {
+        CheckRandomSearch(s, path, &stage);
+      } else {
+        CheckGrid(s, path, &stage);
+      }
       if (auto e = s.find("extend_edges"); e != s.end()) CheckEdgeExtension(*e, JoinPath(path, "extend_edges"), &stage);
       size_t points = stage.NumPoints();
       size_t trials = SaturatingMul(points, std::max<size_t>(1, spec->seeds.size()));
@@ -418,7 +426,7 @@ class SpecChecker {
       missing_in(have, "the baseline");
     }
     for (size_t i = 0; i < spec.stages.size(); ++i) {
-      for (const auto& axis : spec.stages[i].axes) known.insert(axis.first);
+      for (const std::string& key : spec.stages[i].Keys()) known.insert(key);
       missing_in(known, fmt::format("stage {} \"{}\"", i + 1, spec.stages[i].name));
     }
     if (usage.passes_whole_config) return;
@@ -451,9 +459,111 @@ class SpecChecker {
     if (stages == root.end() || !stages->is_array()) return;
     for (size_t i = 0; i < stages->size(); ++i) {
       const Json& stage = (*stages)[i];
-      if (auto grid = stage.is_object() ? stage.find("grid") : stage.end(); grid != stage.end()) {
-        unused(*grid, JoinPath(IndexPath("stages", i), "grid"));
+      for (const char* part : {"grid", "space"}) {
+        if (auto it = stage.is_object() ? stage.find(part) : stage.end(); it != stage.end()) {
+          unused(*it, JoinPath(IndexPath("stages", i), part));
+        }
       }
+    }
+  }
+
+  void CheckRandomSearch(const Json& stage_json, const std::string& stage_path, StageSpec* stage) {
+    const std::string path = JoinPath(stage_path, "search");
+    const Json& search = stage_json["search"];
+    if (stage_json.contains("grid")) Error(JoinPath(stage_path, "grid"), "a stage has either a grid or a search, not both");
+    if (!search.is_object()) return Error(path, "expected {\"method\": \"random\", \"trials\": N}");
+    for (auto k = search.begin(); k != search.end(); ++k) {
+      if (k.key() != "method" && k.key() != "trials" && k.key() != "seed") {
+        UnknownKey(path, k.key(), {"method", "trials", "seed"});
+      }
+    }
+    if (search.value("method", Json()) != "random") Error(JoinPath(path, "method"), "expected \"random\"");
+    RandomSearch random;
+    auto trials = search.find("trials");
+    if (trials == search.end() || !trials->is_number_integer() || trials->get<int64_t>() < 1 ||
+        trials->get<int64_t>() > static_cast<int64_t>(kMaxGridValues)) {
+      Error(JoinPath(path, "trials"), fmt::format("required: an integer in [1, {}], the points to sample", kMaxGridValues));
+    } else {
+      random.trials = static_cast<int>(trials->get<int64_t>());
+    }
+    if (auto seed = search.find("seed"); seed != search.end()) {
+      if (!seed->is_number_integer() || seed->get<int64_t>() < 0 || seed->get<int64_t>() > kMaxSeed) {
+        Error(JoinPath(path, "seed"), fmt::format("expected an integer in [0, {}]", kMaxSeed));
+      } else {
+        random.seed = seed->get<uint64_t>();
+      }
+    } else {
+      random.seed = std::random_device{}() & 0xffffffffu;  // Stored with the sweep: fixed from here on.
+    }
+    const std::string space_path = JoinPath(stage_path, "space");
+    auto space = stage_json.find("space");
+    if (space == stage_json.end() || !space->is_object() || space->empty()) {
+      return Error(space_path, "required with a search: {\"KEY\": {\"uniform\": [a, b]} | {\"log_uniform\": [a, b]} | "
+                               "{\"int\": [a, b]} | {\"choice\": [values]}, ...}");
+    }
+    bool ok = true;
+    for (auto it = space->begin(); it != space->end(); ++it) {
+      const std::string key_path = JoinPath(space_path, it.key());
+      const Json& d = it.value();
+      if (it.key() == "seed") {
+        Error(key_path, "seeds are set by the sweep's \"seeds\"");
+        ok = false;
+        continue;
+      }
+      const ConfigKey* key = command_trainer_ ? nullptr : FindConfigKey(it.key());
+      if (!command_trainer_ && key == nullptr) {
+        std::string s = SuggestConfigKey(it.key());
+        Error(key_path, s.empty() ? "unknown trial config key" : fmt::format("unknown trial config key (did you mean \"{}\"?)", s));
+        ok = false;
+        continue;
+      }
+      if (!d.is_object() || d.size() != 1) {
+        Error(key_path, "expected one of {\"uniform\": [a, b]}, {\"log_uniform\": [a, b]}, {\"int\": [a, b]}, {\"choice\": [...]}");
+        ok = false;
+        continue;
+      }
+      const std::string kind = d.begin().key();
+      const Json& v = d.begin().value();
+      const std::string kind_path = JoinPath(key_path, kind);
+      std::vector<Json> edges;  // Values to check against the key's own range.
+      if (kind == "choice") {
+        if (!v.is_array() || v.empty()) {
+          Error(kind_path, "expected a non-empty array of values");
+          ok = false;
+          continue;
+        }
+        edges.assign(v.begin(), v.end());
+      } else if (kind == "uniform" || kind == "log_uniform" || kind == "int") {
+        if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number() ||
+            !(v[0].get<double>() < v[1].get<double>()) || (kind == "int" && (!v[0].is_number_integer() || !v[1].is_number_integer())) ||
+            (kind == "log_uniform" && !(v[0].get<double>() > 0))) {
+          Error(kind_path, kind == "int" ? "expected [a, b], integers with a < b"
+                           : kind == "log_uniform" ? "expected [a, b] with 0 < a < b" : "expected [a, b], numbers with a < b");
+          ok = false;
+          continue;
+        }
+        if (key && kind != "int" && key->type == ValueType::kInt) {
+          Error(kind_path, "this key takes integers: use {\"int\": [a, b]}");
+          ok = false;
+          continue;
+        }
+        edges = {v[0], v[1]};
+      } else {
+        Error(key_path, fmt::format("unknown distribution \"{}\" (known: uniform, log_uniform, int, choice)", Clip(kind, kMaxEchoChars)));
+        ok = false;
+        continue;
+      }
+      for (size_t e = 0; e < edges.size() && key; ++e) {
+        if (Status s = CheckConfigValue(*key, edges[e], IndexPath(kind_path, e)); !s.ok()) {
+          errors.push_back(s.message());
+          ok = false;
+        }
+      }
+      random.space.emplace_back(it.key(), d);
+    }
+    if (ok && random.trials > 0) {
+      random.points = SampleSpace(random.space, random.seed, random.trials);
+      stage->random = std::move(random);
     }
   }
 
@@ -522,6 +632,36 @@ class SpecChecker {
   const SpecLimits& limits_;
   bool command_trainer_ = false;
 };
+
+// `trials` points of `space` from `seed`. The generator and the transforms are written out (not
+// std's distributions, whose results differ between standard libraries), so a stored seed gives
+// the same points on any build.
+std::vector<Json> SampleSpace(const std::vector<std::pair<std::string, Json>>& space, uint64_t seed, int trials) {
+  std::mt19937_64 rng(seed);
+  auto unit = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };  // [0, 1)
+  std::vector<Json> points;
+  for (int t = 0; t < trials; ++t) {
+    Json point = Json::object();
+    for (const auto& [key, d] : space) {
+      const std::string kind = d.begin().key();
+      const Json& v = d.begin().value();
+      if (kind == "choice") {
+        point[key] = v[static_cast<size_t>(unit() * v.size())];
+      } else if (kind == "int") {
+        const int64_t a = v[0].get<int64_t>(), b = v[1].get<int64_t>();
+        point[key] = a + static_cast<int64_t>(unit() * static_cast<double>(b - a + 1));
+      } else if (kind == "log_uniform") {
+        const double a = std::log(v[0].get<double>()), b = std::log(v[1].get<double>());
+        point[key] = std::exp(a + unit() * (b - a));
+      } else {
+        const double a = v[0].get<double>(), b = v[1].get<double>();
+        point[key] = a + unit() * (b - a);
+      }
+    }
+    points.push_back(std::move(point));
+  }
+  return points;
+}
 
 }  // namespace
 
@@ -627,7 +767,17 @@ Json TrainerSpec::ToJson() const {
           {"timeout_seconds", timeout_seconds}, {"gpus", gpus}};
 }
 
+std::vector<std::string> StageSpec::Keys() const {
+  std::vector<std::string> keys;
+  for (const auto& axis : axes) keys.push_back(axis.first);
+  if (random) {
+    for (const auto& dim : random->space) keys.push_back(dim.first);
+  }
+  return keys;
+}
+
 size_t StageSpec::NumPoints() const {
+  if (random) return random->points.size();
   if (axes.empty()) return 0;
   size_t n = 1;
   for (const auto& axis : axes) n = SaturatingMul(n, axis.second.size());
@@ -635,6 +785,7 @@ size_t StageSpec::NumPoints() const {
 }
 
 Json StageSpec::Point(size_t index) const {
+  if (random) return random->points.at(index);
   // Mixed-radix decomposition with the last axis varying fastest.
   Json point = Json::object();
   std::vector<size_t> digits(axes.size());
@@ -660,6 +811,13 @@ Json SweepSpec::ToJson() const {
     Json grid = Json::object();
     for (const auto& axis : s.axes) grid[axis.first] = axis.second;
     Json stage_json = {{"name", s.name}, {"grid", grid}};
+    if (s.random) {
+      stage_json.erase("grid");
+      stage_json["search"] = {{"method", "random"}, {"trials", s.random->trials}, {"seed", s.random->seed}};
+      Json space = Json::object();
+      for (const auto& [key, d] : s.random->space) space[key] = d;
+      stage_json["space"] = space;
+    }
     if (s.extend_edges) {
       Json ext = {{"max_extensions", s.extend_edges->max_extensions}};
       if (!s.extend_edges->bounds.empty()) {

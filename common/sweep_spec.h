@@ -25,10 +25,25 @@ struct EdgeExtension {
   std::map<std::string, std::pair<double, double>> bounds;  // Per axis: never past [min, max].
 };
 
+// "search": {"method": "random", "trials": N, "seed": S} with a "space": N points sampled from the
+// space with seed S, each run with every seed and scored like a grid point. The seed is stored
+// with the sweep (chosen at submission when not given), so the points are the same after a restart.
+struct RandomSearch {
+  int trials = 0;
+  uint64_t seed = 0;
+  // Per key, in the order written: {"uniform": [a, b]}, {"log_uniform": [a, b]}, {"int": [a, b]} or
+  // {"choice": [values]}.
+  std::vector<std::pair<std::string, Json>> space;
+  std::vector<Json> points;  // The sampled points, in order.
+};
+
 struct StageSpec {
   std::string name;
-  std::vector<std::pair<std::string, std::vector<Json>>> axes;
+  std::vector<std::pair<std::string, std::vector<Json>>> axes;  // Empty for a random search.
   std::optional<EdgeExtension> extend_edges;
+  std::optional<RandomSearch> random;
+  // The keys this stage sets: its grid axes or its search space.
+  std::vector<std::string> Keys() const;
 
   size_t NumPoints() const;
   // The grid values of point `index` (0 <= index < NumPoints()) as {"key": value, ...}.

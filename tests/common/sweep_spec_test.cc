@@ -1,5 +1,7 @@
 #include "common/sweep_spec.h"
 
+#include <set>
+
 #include <gtest/gtest.h>
 
 namespace moesweep {
@@ -190,6 +192,65 @@ TEST(SweepSpec, ReuseIsOnByDefaultAndABooleanWhenGiven) {
   EXPECT_FALSE(again.reuse);
   off["reuse"] = "no";
   EXPECT_NE(Error(off.dump()).find("reuse: expected true or false"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+const char* kRandom = R"({
+  "name": "random", "objective": {"metric": "val_accuracy"}, "seeds": [1, 2],
+  "stages": [{"name": "wide", "search": {"method": "random", "trials": 20, "seed": 7},
+              "space": {"lr": {"log_uniform": [1e-4, 1e-1]}, "expert_hidden_dim": {"int": [16, 256]},
+                        "temperature": {"uniform": [0.3, 1.5]}, "model": {"choice": ["moe_mlp", "moe_transformer"]}}}]
+})";
+
+TEST(SweepSpec, RandomSearchSamplesItsPointsFromItsStoredSeed) {
+  SweepSpec spec;
+  ASSERT_TRUE(ParseSweepSpec(kRandom, {}, &spec).ok());
+  const StageSpec& stage = spec.stages[0];
+  ASSERT_EQ(stage.NumPoints(), 20u);
+  std::set<std::string> models;
+  for (size_t i = 0; i < stage.NumPoints(); ++i) {
+    Json p = stage.Point(i);
+    EXPECT_GE(p["lr"].get<double>(), 1e-4);
+    EXPECT_LT(p["lr"].get<double>(), 1e-1);
+    ASSERT_TRUE(p["expert_hidden_dim"].is_number_integer());
+    EXPECT_GE(p["expert_hidden_dim"].get<int>(), 16);
+    EXPECT_LE(p["expert_hidden_dim"].get<int>(), 256);
+    EXPECT_GE(p["temperature"].get<double>(), 0.3);
+    EXPECT_LT(p["temperature"].get<double>(), 1.5);
+    models.insert(p["model"].get<std::string>());
+  }
+  EXPECT_EQ(models.size(), 2u);
+  // The normalised spec keeps the seed, so parsing it again (a restart) gives the same points.
+  SweepSpec again;
+  ASSERT_TRUE(ParseSweepSpec(spec.ToJson().dump(), {}, &again).ok());
+  for (size_t i = 0; i < stage.NumPoints(); ++i) EXPECT_EQ(again.stages[0].Point(i), stage.Point(i));
+  // Without a seed, one is chosen and stored.
+  Json no_seed = Json::parse(kRandom);
+  no_seed["stages"][0]["search"].erase("seed");
+  ASSERT_TRUE(ParseSweepSpec(no_seed.dump(), {}, &spec).ok());
+  EXPECT_TRUE(spec.ToJson()["stages"][0]["search"].contains("seed"));
+}
+
+TEST(SweepSpec, RandomSearchErrorsNameTheirPath) {
+  Json spec = Json::parse(kRandom);
+  spec["stages"][0]["search"]["trials"] = 0;
+  spec["stages"][0]["space"]["top_k"] = {{"uniform", {1, 4}}};
+  spec["stages"][0]["space"]["temperature"] = {{"uniform", {0.0, 1.0}}};
+  spec["stages"][0]["space"]["lr"] = {{"log_uniform", {0, 1}}};
+  spec["stages"][0]["space"]["dropuot"] = {{"choice", {0.1}}};
+  spec["stages"][0]["grid"] = {{"top_k", {1}}};
+  std::string e = Error(spec.dump());
+  EXPECT_NE(e.find("stages[0].search.trials: required: an integer in [1, 10000]"), std::string::npos) << e;
+  EXPECT_NE(e.find("stages[0].space.top_k.uniform: this key takes integers"), std::string::npos) << e;
+  EXPECT_NE(e.find("stages[0].space.temperature.uniform[0]"), std::string::npos) << e;  // temperature > 0
+  EXPECT_NE(e.find("stages[0].space.lr.log_uniform: expected [a, b] with 0 < a < b"), std::string::npos) << e;
+  EXPECT_NE(e.find("stages[0].space.dropuot: unknown trial config key"), std::string::npos) << e;
+  EXPECT_NE(e.find("stages[0].grid: a stage has either a grid or a search"), std::string::npos) << e;
 }
 
 }  // namespace

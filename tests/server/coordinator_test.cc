@@ -723,3 +723,36 @@ TEST_F(CoordinatorTest, AStageExtendsItsGridEdgeUntilTheWinnerIsInside) {
 
 }  // namespace
 }  // namespace moesweep
+
+namespace moesweep {
+namespace {
+
+// A random-search stage runs each sampled point with every seed and is decided like a grid; the
+// next stage carries its winner.
+TEST_F(CoordinatorTest, ARandomSearchStageIsScoredLikeAGridAndCarriesItsWinner) {
+  int64_t id = Submit(R"({
+    "name": "random",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "seeds": [1, 2],
+    "stages": [{"name": "wide", "search": {"method": "random", "trials": 5, "seed": 11},
+                "space": {"temperature": {"uniform": [0.3, 1.5]}}},
+               {"name": "depth", "grid": {"expert_layers": [1, 2]}}]
+  })");
+  EXPECT_EQ(Trials(id, 1).size(), 10u);
+  RunAll();
+  v1::GetSweepResponse sweep = GetSweep(id);
+  EXPECT_EQ(sweep.sweep().state(), v1::SWEEP_SUCCEEDED);
+  // Score() peaks at temperature 1.0: the sampled point closest to it wins.
+  double best_distance = 1e9, winner_temperature = 0;
+  for (const v1::Trial& t : Trials(id, 1)) {
+    double temperature = Json::parse(t.point_json())["temperature"].get<double>();
+    if (std::abs(temperature - 1.0) < best_distance) best_distance = std::abs(temperature - 1.0), winner_temperature = temperature;
+  }
+  EXPECT_DOUBLE_EQ(Json::parse(sweep.stages(0).winner().point_json())["temperature"].get<double>(), winner_temperature);
+  for (const v1::Trial& t : Trials(id, 2)) {
+    EXPECT_DOUBLE_EQ(Json::parse(t.config_json())["temperature"].get<double>(), winner_temperature);
+  }
+}
+
+}  // namespace
+}  // namespace moesweep
