@@ -31,16 +31,10 @@ JUNK_RATE=${JUNK_RATE:-30}
 GRID=${GRID:-25x20}
 PY=/usr/bin/python3
 
-source "$ROOT/bench/build_loadgen.sh"
+source "$ROOT/bench/lib.sh"
 build_loadgen "$ROOT" "$BUILD"
 
-if [[ -n "${KEEP_RESULTS:-}" ]]; then
-  OUT=$KEEP_RESULTS
-  mkdir -p "$OUT"
-else
-  OUT=$(mktemp -d "${TMPDIR:-/tmp}/moesweep-limits-XXXXXX")
-  trap 'rm -rf "$OUT"' EXIT
-fi
+results_dir moesweep-limits
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
   "nproc $(nproc), load average at start $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/machine.txt"
 

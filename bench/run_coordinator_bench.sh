@@ -27,16 +27,10 @@ OPTUNA_BUDGET=${OPTUNA_BUDGET:-45}
 OPTUNA_WAL=${OPTUNA_WAL:-1}
 PY=/usr/bin/python3  # Debian's python, which has python3-optuna (not a pyenv python on PATH).
 
-source "$ROOT/bench/build_loadgen.sh"
+source "$ROOT/bench/lib.sh"
 build_loadgen "$ROOT" "$BUILD"
 
-if [[ -n "${KEEP_RESULTS:-}" ]]; then
-  OUT=$KEEP_RESULTS
-  mkdir -p "$OUT"
-else
-  OUT=$(mktemp -d "${TMPDIR:-/tmp}/moesweep-bench-results-XXXXXX")
-  trap 'rm -rf "$OUT"' EXIT
-fi
+results_dir moesweep-bench-results
 
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"

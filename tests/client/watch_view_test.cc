@@ -111,11 +111,6 @@ TEST(FormatTest, ValuesAndPoints) {
   EXPECT_EQ(FormatIsoUtc(1714572187.25), "2024-05-01T14:03:07Z");
 }
 
-}  // namespace
-}  // namespace moesweep::client
-
-namespace moesweep::client {
-namespace {
 
 TEST(WatchViewTest, DecidedStageSaysHowSureTheWinnerIs) {
   WatchView view(false);
@@ -151,11 +146,6 @@ TEST(WatchViewTest, DecidedStageSaysHowSureTheWinnerIs) {
   EXPECT_FALSE(Contains(line, "not significantly")) << line;
 }
 
-}  // namespace
-}  // namespace moesweep::client
-
-namespace moesweep::client {
-namespace {
 
 TEST(WatchViewTest, AnExtendedStageSaysWhatItAdded) {
   WatchView view(false);

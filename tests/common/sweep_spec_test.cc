@@ -149,11 +149,6 @@ TEST(SweepSpec, ValuesMayBeStringsAndBooleans) {
   EXPECT_EQ(spec.stages[0].Point(3).dump(), R"({"use_moe":false,"attention":"gated"})");
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 TEST(SweepSpec, SuccessCriterionNeedsABaselineAndANonNegativeDelta) {
   Json spec = Json::parse(kGood);
@@ -172,11 +167,6 @@ TEST(SweepSpec, SuccessCriterionNeedsABaselineAndANonNegativeDelta) {
   EXPECT_NE(Error(spec.dump()).find("success.min_detla: unknown key (did you mean \"min_delta\"?)"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 TEST(SweepSpec, ReuseIsOnByDefaultAndABooleanWhenGiven) {
   SweepSpec spec;
@@ -194,11 +184,6 @@ TEST(SweepSpec, ReuseIsOnByDefaultAndABooleanWhenGiven) {
   EXPECT_NE(Error(off.dump()).find("reuse: expected true or false"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 const char* kRandom = R"({
   "name": "random", "objective": {"metric": "val_accuracy"}, "seeds": [1, 2],

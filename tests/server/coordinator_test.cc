@@ -550,11 +550,6 @@ TEST_F(CoordinatorTest, ShutdownAnswersParkedLongPollsAndRefusesNewCalls) {
             Status::Code::kUnavailable);
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 // Seed 001's question, "which value, and is it really better?": the decided stage carries its
 // runner-up, Welch p-values against it and the baseline, and the success criterion's verdict.
@@ -599,11 +594,6 @@ TEST_F(CoordinatorTest, DecidedStageSaysHowSureItsWinnerIs) {
   EXPECT_FALSE(sweep.stages(0).has_p_vs_baseline());  // The baseline is not compared with itself.
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 // kSpec's stage 2 has expert_layers=2, the default, so its point 1 is stage 1's winner again.
 TEST_F(CoordinatorTest, IdenticalTrialsReuseTheSucceededOnesResultsAndAreNeverLeased) {
@@ -675,11 +665,6 @@ TEST_F(CoordinatorTest, AFailedTrialIsNeverReused) {
   EXPECT_EQ(reused_by_seed.at(2), 0);  // Ran: its identical trial had failed.
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 // A winner on the grid's edge extends the stage, across a restart, until the winner is inside or
 // max_extensions is reached; the decision then covers the added points.
@@ -721,11 +706,6 @@ TEST_F(CoordinatorTest, AStageExtendsItsGridEdgeUntilTheWinnerIsInside) {
   EXPECT_EQ(extended_events, 2);
 }
 
-}  // namespace
-}  // namespace moesweep
-
-namespace moesweep {
-namespace {
 
 // A random-search stage runs each sampled point with every seed and is decided like a grid; the
 // next stage carries its winner.

@@ -206,11 +206,6 @@ TEST(TrainerTest, TransformerOnImagePatches) {
   EXPECT_GT(Metric(r, "val_accuracy"), 0.5);  // the classes differ by brightness: easy
 }
 
-}  // namespace
-}  // namespace moesweep::worker
-
-namespace moesweep::worker {
-namespace {
 
 // Seed 003's sample -> expert decomposition: the final statistics say which classes each expert
 // receives, one row per class that sums to 1.

@@ -58,6 +58,22 @@ void FillMetrics(const Metrics& metrics, google::protobuf::Map<std::string, doub
   for (const auto& [k, v] : metrics) (*out)[k] = v;
 }
 
+// What the loop needs of a trial's trainer: which runner, and how many GPUs. The runner reads the
+// rest (and checks it).
+struct TrainerNeeds {
+  std::string kind = TrainerSpec::kBuiltin;  // Coordinators before command trainers send no trainer.
+  int gpus = 0;
+};
+
+TrainerNeeds ReadTrainerNeeds(const std::string& trainer_json) {
+  TrainerNeeds needs;
+  Json trainer;
+  if (trainer_json.empty() || !ParseJson(trainer_json, &trainer).ok() || !trainer.is_object()) return needs;
+  if (auto kind = trainer.find("kind"); kind != trainer.end() && kind->is_string()) needs.kind = kind->get<std::string>();
+  if (auto gpus = trainer.find("gpus"); gpus != trainer.end() && gpus->is_number_integer()) needs.gpus = gpus->get<int>();
+  return needs;
+}
+
 // What one slot knows about the lease it holds.
 struct Lease {
   std::string token;
@@ -199,6 +215,7 @@ class WorkerLoop::Impl {
       for (TrialRunner* runner : options_.runners) req.add_trainer_kinds(runner->kind());
       pb::AcquireTrialResponse resp;
       std::vector<int> gpus;
+      TrainerNeeds needs;
       grpc::Status st;
       const auto call_start = Clock::now();
       {
@@ -208,7 +225,10 @@ class WorkerLoop::Impl {
         if (!options_.gpus.empty()) offer = std::unique_lock<std::mutex>(offer_mu_);
         req.set_free_gpus(static_cast<int>(FreeGpuCount()));
         st = stub_->AcquireTrial(&ctx, req, &resp);
-        if (st.ok() && resp.has_trial()) gpus = TakeGpus(TrialGpus(resp.trainer_json()));
+        if (st.ok() && resp.has_trial()) {
+          needs = ReadTrainerNeeds(resp.trainer_json());
+          gpus = TakeGpus(needs.gpus);
+        }
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -242,7 +262,7 @@ class WorkerLoop::Impl {
       failing = false;
       backoff = options_.backoff_initial_seconds;
       if (resp.has_trial()) {
-        RunLease(name, resp, gpus);
+        RunLease(name, resp, needs.kind, gpus);
         ReturnGpus(gpus);
         NoteBusy(-1);
       }
@@ -255,14 +275,6 @@ class WorkerLoop::Impl {
   }
 
   // GPUs per trial asked for by a trainer (0 for built-in trials and malformed text).
-  static int TrialGpus(const std::string& trainer_json) {
-    if (trainer_json.empty()) return 0;
-    Json trainer;
-    if (!ParseJson(trainer_json, &trainer).ok() || !trainer.is_object()) return 0;
-    auto it = trainer.find("gpus");
-    return it != trainer.end() && it->is_number_integer() ? it->get<int>() : 0;
-  }
-
   std::vector<int> TakeGpus(int count) {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<int> taken;
@@ -287,7 +299,8 @@ class WorkerLoop::Impl {
     return nullptr;
   }
 
-  void RunLease(const std::string& name, const pb::AcquireTrialResponse& resp, const std::vector<int>& gpus) {
+  void RunLease(const std::string& name, const pb::AcquireTrialResponse& resp, const std::string& kind,
+                const std::vector<int>& gpus) {
     Lease lease;
     lease.token = resp.lease_token();
     lease.trial_id = resp.trial_id();
@@ -305,14 +318,6 @@ class WorkerLoop::Impl {
     trial.objective_metric = resp.objective_metric();
     trial.gpus = gpus;
     trial.gpus_managed = !options_.gpus.empty();
-    std::string kind = TrainerSpec::kBuiltin;  // Coordinators before command trainers send no trainer.
-    if (!trial.trainer_json.empty()) {
-      Json trainer;
-      if (ParseJson(trial.trainer_json, &trainer).ok() && trainer.is_object() && trainer.contains("kind") &&
-          trainer["kind"].is_string()) {
-        kind = trainer["kind"].get<std::string>();
-      }
-    }
     Log("{}: trial {} ({} trainer{}, attempt {}) started", name, resp.trial_id(), kind,
         gpus.empty() ? "" : fmt::format(", GPUs {}", fmt::join(gpus, ",")), resp.attempt());
     TrialRunner* runner = RunnerFor(kind);
