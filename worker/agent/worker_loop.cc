@@ -451,16 +451,6 @@ class WorkerLoop::Impl {
   std::mutex log_mu_;
 };
 
-bool FindMetric(const Metrics& metrics, const std::string& name, double* value) {
-  for (const auto& [k, v] : metrics) {
-    if (k == name) {
-      *value = v;
-      return true;
-    }
-  }
-  return false;
-}
-
 std::shared_ptr<grpc::Channel> MakeCoordinatorChannel(const std::string& target, const rpc::ClientSecurity& security) {
   return rpc::MakeChannel(target, security, rpc::Backoff{500, 5000});
 }
