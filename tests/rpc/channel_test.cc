@@ -2,6 +2,8 @@
 // TLS with certificates made by `openssl`, client certificates, and what fails without them.
 #include "rpc/channel.h"
 
+#include <netdb.h>
+
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -114,9 +116,14 @@ TEST_F(ChannelTest, AClientTrustingTheCaConnectsOverTls) {
   ASSERT_TRUE(Serve({"", Certs().server_cert, Certs().server_key, ""}).ok());
   grpc::Status s = ListSweeps(Client(Certs().ca));
   EXPECT_TRUE(s.ok()) << s.error_message();
-  // The certificate names localhost too.
-  s = ListSweeps(Client(Certs().ca), "localhost:" + std::to_string(server_->port()));
-  EXPECT_TRUE(s.ok()) << s.error_message();
+  // The certificate names localhost too (checked where the name resolves: a bare chroot has no
+  // /etc/hosts, and then gRPC's resolver cannot find it).
+  addrinfo* found = nullptr;
+  if (getaddrinfo("localhost", nullptr, nullptr, &found) == 0) {
+    freeaddrinfo(found);
+    s = ListSweeps(Client(Certs().ca), "localhost:" + std::to_string(server_->port()));
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
   // Over TLS the token is still required.
   EXPECT_EQ(ListSweeps(Client(Certs().ca, "", "", "")).error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
