@@ -22,7 +22,8 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   exit 2
 fi
 
-packages=(clang libfuzzer-14-dev)
+# libclang-rt-14-dev: the sanitizers' runtimes (ASan, UBSan), which clang alone does not bring.
+packages=(clang libfuzzer-14-dev libclang-rt-14-dev)
 source scripts/apt_install.sh
 apt_install "${packages[@]}"
 
