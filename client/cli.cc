@@ -174,6 +174,7 @@ std::optional<v1::TrialState> ParseTrialState(std::string text) {
   if (text == "succeeded") return v1::TRIAL_SUCCEEDED;
   if (text == "failed") return v1::TRIAL_FAILED;
   if (text == "cancelled" || text == "canceled") return v1::TRIAL_CANCELLED;
+  if (text == "pruned") return v1::TRIAL_PRUNED;
   return std::nullopt;
 }
 

@@ -51,6 +51,12 @@ void PrintStageTable(const google::protobuf::RepeatedPtrField<v1::StageResult>& 
   table.Print(out);
   for (const v1::StageResult& s : stages) {
     if (!s.error().empty()) out << fmt::format("stage {} {}: {}\n", s.stage(), s.name(), s.error());
+    if (s.trials_pruned() > 0) {
+      int points = 0;
+      for (const v1::PointScore& p : s.points()) points += p.pruned() > 0;
+      out << fmt::format("stage {} {}: {} trial{} pruned; {} point{} with a pruned seed cannot win\n", s.stage(),
+                         s.name(), s.trials_pruned(), s.trials_pruned() == 1 ? "" : "s", points, points == 1 ? "" : "s");
+    }
     if (std::string sure = FormatSignificance(s); !sure.empty()) {
       out << fmt::format("stage {} {}: {}\n", s.stage(), s.name(), sure);
     }
@@ -82,6 +88,7 @@ std::string TrialStateName(v1::TrialState state) {
     case v1::TRIAL_SUCCEEDED: return "succeeded";
     case v1::TRIAL_FAILED: return "failed";
     case v1::TRIAL_CANCELLED: return "cancelled";
+    case v1::TRIAL_PRUNED: return "pruned";
     default: return "unknown";
   }
 }
@@ -220,8 +227,10 @@ void PrintSweep(const v1::GetSweepResponse& response, std::ostream& out) {
   if (s.state() == v1::SWEEP_RUNNING) out << fmt::format(", stage {} of {}", s.current_stage(), s.num_stages());
   out << "\n";
   out << fmt::format("objective: {} ({})\n", s.objective_metric(), s.objective_goal());
-  out << fmt::format("trials:    {} created, {} done, {} failed, {} running\n", s.trials_total(), s.trials_done(),
+  out << fmt::format("trials:    {} created, {} done, {} failed, {} running", s.trials_total(), s.trials_done(),
                      s.trials_failed(), s.trials_running());
+  if (s.trials_pruned() > 0) out << fmt::format(", {} pruned", s.trials_pruned());
+  out << "\n";
   out << fmt::format("created:   {}\n", FormatLocalTime(s.created_at()));
   if (s.finished_at() > 0) out << fmt::format("finished:  {}\n", FormatLocalTime(s.finished_at()));
   if (!s.error().empty()) out << fmt::format("error:     {}\n", s.error());

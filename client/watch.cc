@@ -110,6 +110,7 @@ std::string WatchView::ProgressText(int stage) const {
   if (it == stages_.end()) return "";
   const StageProgress& p = it->second;
   std::string text = fmt::format("[{}/{} done, {} failed", p.done, p.total, p.failed);
+  if (p.pruned > 0) text += fmt::format(", {} pruned", p.pruned);
   if (p.has_best) text += fmt::format(", best {}", FormatValue(p.best));
   return text + "]";
 }
@@ -118,6 +119,7 @@ void WatchView::NoteFinished(const v1::Trial& t) {
   StageProgress& p = stages_[t.stage()];
   ++p.done;
   if (t.state() == v1::TRIAL_FAILED) ++p.failed;
+  if (t.state() == v1::TRIAL_PRUNED) ++p.pruned;
   auto it = t.metrics().find(metric_);
   if (t.state() == v1::TRIAL_SUCCEEDED && !metric_.empty() && it != t.metrics().end()) {
     bool better = !p.has_best || (maximize_ ? it->second > p.best : it->second < p.best);
@@ -180,11 +182,18 @@ std::vector<std::string> WatchView::Render(const v1::SweepEvent& event) {
         }
       } else if (t.state() == v1::TRIAL_FAILED) {
         line += "  FAILED   " + TrialLabel(t) + "  error: " + FirstLine(t.error());
+      } else if (t.state() == v1::TRIAL_PRUNED) {
+        line += "  pruned   " + TrialLabel(t);
+        if (t.started_at() > 0 && t.finished_at() > t.started_at()) {
+          line += "  (" + FormatDuration(t.finished_at() - t.started_at()) + ")";
+        }
       } else {
         line += fmt::format("  {:<8} {}", TrialStateName(t.state()), TrialLabel(t));
       }
       return {line + "  " + ProgressText(t.stage())};
     }
+    case v1::PRUNE_DECIDED:
+      return {time + "  prune    " + TrialLabel(t) + ": " + FirstLine(t.error())};
     case v1::TRIAL_REQUEUED:
       return {time + "  requeued " + TrialLabel(t) + ": " +
               (t.error().empty() ? "lease expired or given back" : FirstLine(t.error()))};

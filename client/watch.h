@@ -31,6 +31,7 @@ class WatchView {
     int total = 0;
     int done = 0;
     int failed = 0;
+    int pruned = 0;
     bool has_best = false;
     double best = 0;
   };

@@ -46,7 +46,7 @@ class SpecChecker {
     }
     static const std::set<std::string> kKeys = {"name",     "objective",    "seeds",         "base",   "stages",
                                                 "baseline", "max_attempts", "lease_seconds", "trainer",
-                                                "success",  "reuse"};
+                                                "success",  "reuse",        "pruner"};
     for (auto it = root.begin(); it != root.end(); ++it) {
       if (!kKeys.count(it.key())) UnknownKey("", it.key(), kKeys);
     }
@@ -72,6 +72,7 @@ class SpecChecker {
         Error("baseline", fmt::format("expected an object of trial config keys, got {}", JsonTypeName(*it)));
       }
     }
+    if (auto it = root.find("pruner"); it != root.end()) spec->pruner = CheckPruner(*it, "pruner", *spec);
     CheckStages(root, spec);
     if (spec->trainer.is_command()) CheckCommandUsesConfig(root, *spec);
     CheckSuccess(root, spec);
@@ -283,8 +284,8 @@ class SpecChecker {
       StageSpec stage;
       for (auto k = s.begin(); k != s.end(); ++k) {
         if (k.key() != "name" && k.key() != "grid" && k.key() != "extend_edges" && k.key() != "search" &&
-            k.key() != "space") {
-          UnknownKey(path, k.key(), {"name", "grid", "extend_edges", "search", "space"});
+            k.key() != "space" && k.key() != "pruner") {
+          UnknownKey(path, k.key(), {"name", "grid", "extend_edges", "search", "space", "pruner"});
         }
       }
       auto name = s.find("name");
@@ -307,6 +308,13 @@ class SpecChecker {
         CheckGrid(s, path, &stage);
       }
       if (auto e = s.find("extend_edges"); e != s.end()) CheckEdgeExtension(*e, JoinPath(path, "extend_edges"), &stage);
+      if (auto p = s.find("pruner"); p != s.end()) {
+        if (p->is_boolean() && !p->get<bool>()) {
+          stage.pruner_off = true;
+        } else {
+          stage.pruner = CheckPruner(*p, JoinPath(path, "pruner"), *spec);
+        }
+      }
       size_t points = stage.NumPoints();
       size_t trials = SaturatingMul(points, std::max<size_t>(1, spec->seeds.size()));
       if (!stage.axes.empty() && trials > static_cast<uint64_t>(limits_.max_stage_trials)) {
@@ -567,6 +575,81 @@ class SpecChecker {
     }
   }
 
+  // A "pruner" object (the sweep's, or a stage's own). Runs after CheckObjective: the compared
+  // metric and its goal default to the objective's.
+  std::optional<PrunerSpec> CheckPruner(const Json& p, const std::string& path, const SweepSpec& spec) {
+    if (!p.is_object()) {
+      Error(path, fmt::format("expected an object such as {{\"method\": \"median\", \"warmup_steps\": 2}}{}, got {}",
+                              path == "pruner" ? "" : " or false", Abbreviate(p)));
+      return std::nullopt;
+    }
+    static const std::set<std::string> kKeys = {"method", "metric", "goal", "warmup_steps", "min_trials",
+                                                "min_steps", "reduction_factor"};
+    for (auto k = p.begin(); k != p.end(); ++k) {
+      if (!kKeys.count(k.key())) UnknownKey(path, k.key(), kKeys);
+    }
+    PrunerSpec pruner;
+    auto method = p.find("method");
+    if (method == p.end()) {
+      Error(JoinPath(path, "method"), "required: \"median\" or \"asha\"");
+    } else if (*method == "median" || *method == "asha") {
+      pruner.method = *method == "median" ? PrunerSpec::Method::kMedian : PrunerSpec::Method::kAsha;
+    } else {
+      Error(JoinPath(path, "method"), fmt::format("expected \"median\" or \"asha\", got {}", Abbreviate(*method)));
+    }
+    auto integer = [&](const char* key, int def, int min, int max) {
+      auto it = p.find(key);
+      if (it == p.end()) return def;
+      if (!it->is_number_integer() || it->get<int64_t>() < min || it->get<int64_t>() > max) {
+        Error(JoinPath(path, key), fmt::format("expected an integer in [{}, {}], got {}", min, max, Abbreviate(*it)));
+        return def;
+      }
+      return static_cast<int>(it->get<int64_t>());
+    };
+    pruner.warmup_steps = integer("warmup_steps", pruner.warmup_steps, 0, 1000000);
+    pruner.min_trials = integer("min_trials", pruner.min_trials, 1, 100000);
+    const bool asha = pruner.method == PrunerSpec::Method::kAsha;
+    for (const char* key : {"min_steps", "reduction_factor"}) {
+      if (!asha && p.contains(key)) Error(JoinPath(path, key), "only for \"method\": \"asha\"");
+    }
+    pruner.min_steps = integer("min_steps", pruner.min_steps, 1, 1000000);
+    pruner.reduction_factor = integer("reduction_factor", pruner.reduction_factor, 2, 100);
+
+    pruner.metric = spec.metric;
+    pruner.maximize = spec.maximize;
+    bool own_metric = false;
+    if (auto m = p.find("metric"); m != p.end()) {
+      if (!m->is_string() || m->get<std::string>().empty()) {
+        Error(JoinPath(path, "metric"), fmt::format("expected a metric name, got {}", Abbreviate(*m)));
+      } else {
+        pruner.metric = Clip(m->get_ref<const std::string&>(), kMaxStringBytes);
+        own_metric = pruner.metric != spec.metric;
+      }
+    }
+    if (auto g = p.find("goal"); g != p.end()) {
+      if (*g == "maximize" || *g == "minimize") {
+        pruner.maximize = *g == "maximize";
+      } else {
+        Error(JoinPath(path, "goal"), fmt::format("expected \"maximize\" or \"minimize\", got {}", Abbreviate(*g)));
+      }
+    } else if (own_metric && spec.trainer.is_command()) {
+      Error(JoinPath(path, "goal"), fmt::format("required when \"metric\" is not the objective's (is a higher \"{}\" better?)",
+                                                Clip(pruner.metric, kMaxEchoChars)));
+    } else if (own_metric) {
+      pruner.maximize = pruner.metric.find("loss") == std::string::npos;  // Built-in: losses go down.
+    }
+    if (!spec.trainer.is_command() && !pruner.metric.empty()) {
+      const auto& per_epoch = PerEpochMetrics();
+      if (std::find(per_epoch.begin(), per_epoch.end(), pruner.metric) == per_epoch.end()) {
+        Error(own_metric ? JoinPath(path, "metric") : path,
+              fmt::format("the built-in trainer reports \"{}\" only at the end of a trial, so it cannot be compared "
+                          "step by step; set \"metric\" to one it reports every epoch ({})",
+                          Clip(pruner.metric, kMaxEchoChars), fmt::join(per_epoch, ", ")));
+      }
+    }
+    return pruner;
+  }
+
   void CheckEdgeExtension(const Json& e, const std::string& path, StageSpec* stage) {
     if (!e.is_object()) {
       return Error(path, fmt::format("expected an object such as {{\"max_extensions\": 2}}, got {}", JsonTypeName(e)));
@@ -797,6 +880,27 @@ Json StageSpec::Point(size_t index) const {
   return point;
 }
 
+Json PrunerSpec::ToJson() const {
+  Json j = {{"method", method_name()},
+            {"metric", metric},
+            {"goal", maximize ? "maximize" : "minimize"},
+            {"warmup_steps", warmup_steps},
+            {"min_trials", min_trials}};
+  if (method == Method::kAsha) {
+    j["min_steps"] = min_steps;
+    j["reduction_factor"] = reduction_factor;
+  }
+  return j;
+}
+
+const PrunerSpec* SweepSpec::PrunerFor(int stage) const {
+  if (stage < 1 || stage > static_cast<int>(stages.size())) return nullptr;
+  const StageSpec& s = stages[stage - 1];
+  if (s.pruner_off) return nullptr;
+  if (s.pruner) return &*s.pruner;
+  return pruner ? &*pruner : nullptr;
+}
+
 Json SweepSpec::ToJson() const {
   Json j = Json::object();
   j["name"] = name;
@@ -827,11 +931,14 @@ Json SweepSpec::ToJson() const {
       }
       stage_json["extend_edges"] = ext;
     }
+    if (s.pruner_off) stage_json["pruner"] = false;
+    if (s.pruner) stage_json["pruner"] = s.pruner->ToJson();
     stages_json.push_back(std::move(stage_json));
   }
   j["stages"] = stages_json;
   if (success_min_delta) j["success"] = {{"min_delta", *success_min_delta}};
   if (!reuse) j["reuse"] = false;
+  if (pruner) j["pruner"] = pruner->ToJson();
   j["max_attempts"] = max_attempts;
   j["lease_seconds"] = lease_seconds;
   return j;

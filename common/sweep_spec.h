@@ -37,11 +37,33 @@ struct RandomSearch {
   std::vector<Json> points;  // The sampled points, in order.
 };
 
+// "pruner": running trials whose per-step metric falls behind the stage's other trials are told to
+// STOP and end PRUNED (their grid point cannot win). "median" is Optuna's MedianPruner: after
+// warm-up, a trial worse than the median of the other trials at the same step. "asha" is
+// asynchronous successive halving: at rung steps min_steps * reduction_factor^k, a trial outside
+// the best 1/reduction_factor of the trials that reached that rung.
+struct PrunerSpec {
+  enum class Method { kMedian, kAsha };
+  Method method = Method::kMedian;
+  std::string metric;          // The per-step metric compared; the objective's unless given.
+  bool maximize = true;        // Its goal.
+  int warmup_steps = 0;        // No trial is pruned at a step <= warmup_steps.
+  int min_trials = 5;          // Other trials with a value at the step before one is pruned there.
+  int min_steps = 1;           // asha: the first rung.
+  int reduction_factor = 3;    // asha: the share kept at each rung is 1/reduction_factor.
+
+  const char* method_name() const { return method == Method::kMedian ? "median" : "asha"; }
+  Json ToJson() const;
+};
+
 struct StageSpec {
   std::string name;
   std::vector<std::pair<std::string, std::vector<Json>>> axes;  // Empty for a random search.
   std::optional<EdgeExtension> extend_edges;
   std::optional<RandomSearch> random;
+  // This stage's own "pruner": an object replaces the sweep's, false turns pruning off here.
+  std::optional<PrunerSpec> pruner;
+  bool pruner_off = false;
   // The keys this stage sets: its grid axes or its search space.
   std::vector<std::string> Keys() const;
 
@@ -87,11 +109,14 @@ struct SweepSpec {
   // A trial whose config and seed equal a SUCCEEDED trial's of the sweep takes its results instead
   // of running again ("reuse": false for trainers that are not deterministic).
   bool reuse = true;
+  std::optional<PrunerSpec> pruner;   // The sweep's pruner; stages may override it.
   int max_attempts = 3;
   double lease_seconds = 60;
 
   // Normalised JSON (defaults filled in); parsing it again yields an equal spec.
   Json ToJson() const;
+  // The pruner of spec stage `stage` (1-based), or null. The baseline (0) is never pruned.
+  const PrunerSpec* PrunerFor(int stage) const;
 };
 
 struct SpecLimits {

@@ -300,6 +300,12 @@ const std::vector<std::string>& KnownMetrics() {
   return metrics;
 }
 
+const std::vector<std::string>& PerEpochMetrics() {
+  static const std::vector<std::string> metrics = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr",
+                                                   "samples_per_sec"};
+  return metrics;
+}
+
 std::string SuggestMetric(std::string_view name) {
   std::vector<std::string_view> names(KnownMetrics().begin(), KnownMetrics().end());
   return Suggest(name, names);

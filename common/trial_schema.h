@@ -61,6 +61,8 @@ Json WithDefaults(const Json& config);
 // Metrics the worker reports (per epoch or at the end); an objective must name one of them.
 const std::vector<std::string>& KnownMetrics();
 std::string SuggestMetric(std::string_view name);
+// The ones it reports after every epoch (the rest only at the end): what a pruner can compare.
+const std::vector<std::string>& PerEpochMetrics();
 
 // Names longer than this get no "did you mean" (no key or metric is close to that long).
 inline constexpr size_t kMaxSuggestedNameBytes = 64;

@@ -37,22 +37,30 @@ std::vector<PlannedTrial> PlanBaseline(const Json& base, const Json& baseline, c
   return trials;
 }
 
+bool CanWin(const v1::PointScore& point) { return point.n() > 0 && !point.not_finite() && point.pruned() == 0; }
+
 StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximize, const std::string& metric,
                           const std::string& stage_label) {
   struct Acc {
     std::vector<double> values;
     int failed = 0;
+    int pruned = 0;
     std::string point_json;
   };
   std::map<int, Acc> by_point;  // Ordered by point index: grid order.
   const TrialOutcome* first_error = nullptr;
   int succeeded = 0, finished = 0;
   for (const TrialOutcome& t : outcomes) {
-    bool terminal = t.state == v1::TRIAL_SUCCEEDED || t.state == v1::TRIAL_FAILED || t.state == v1::TRIAL_CANCELLED;
+    bool terminal = t.state == v1::TRIAL_SUCCEEDED || t.state == v1::TRIAL_FAILED ||
+                    t.state == v1::TRIAL_CANCELLED || t.state == v1::TRIAL_PRUNED;
     if (!terminal) continue;
     ++finished;
     Acc& acc = by_point[t.point_index];
     acc.point_json = t.point_json;
+    if (t.state == v1::TRIAL_PRUNED) {
+      ++acc.pruned;
+      continue;
+    }
     if (t.state == v1::TRIAL_SUCCEEDED) ++succeeded;
     if (t.state == v1::TRIAL_SUCCEEDED && t.objective && std::isfinite(*t.objective)) {
       acc.values.push_back(*t.objective);
@@ -69,6 +77,7 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
     score.set_point_json(acc.point_json);
     score.set_n(static_cast<int>(acc.values.size()));
     score.set_failed(acc.failed);
+    score.set_pruned(acc.pruned);
     if (!acc.values.empty()) {
       double sum = 0;
       for (double v : acc.values) sum += v;
@@ -84,7 +93,7 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
   }
   for (size_t i = 0; i < decision.points.size(); ++i) {
     const v1::PointScore& p = decision.points[i];
-    if (p.n() == 0 || p.not_finite()) continue;
+    if (!CanWin(p)) continue;
     if (decision.winner < 0) {
       decision.winner = static_cast<int>(i);
       continue;
@@ -95,7 +104,7 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
   }
   for (size_t i = 0; i < decision.points.size(); ++i) {
     const v1::PointScore& p = decision.points[i];
-    if (p.n() == 0 || p.not_finite() || static_cast<int>(i) == decision.winner) continue;
+    if (!CanWin(p) || static_cast<int>(i) == decision.winner) continue;
     if (decision.runner_up < 0) {
       decision.runner_up = static_cast<int>(i);
       continue;
@@ -106,7 +115,15 @@ StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximi
   if (decision.winner < 0 && finished > 0) {
     bool any_not_finite = std::any_of(decision.points.begin(), decision.points.end(),
                                       [](const v1::PointScore& p) { return p.not_finite(); });
-    if (any_not_finite) {
+    const int pruned_points = static_cast<int>(std::count_if(
+        decision.points.begin(), decision.points.end(), [](const v1::PointScore& p) { return p.pruned() > 0; }));
+    if (pruned_points > 0 && std::all_of(decision.points.begin(), decision.points.end(), [](const v1::PointScore& p) {
+          return p.pruned() > 0 || p.n() == 0;
+        })) {
+      decision.failure = fmt::format("{}: every grid point with a score had a seed pruned ({} points); a lower "
+                                     "pruner.min_trials or more pruner.warmup_steps prunes less",
+                                     stage_label, pruned_points);
+    } else if (any_not_finite) {
       decision.failure = fmt::format("{}: no grid point has a finite score for \"{}\" (their means or deviations "
                                      "overflowed)", stage_label, metric);
     } else if (succeeded > 0) {

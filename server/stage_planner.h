@@ -47,9 +47,14 @@ struct StageDecision {
   std::string failure;                 // Why there is no winner (only when every trial has finished).
 };
 
+// Whether a scored point may win its stage: some seed succeeded, its score is finite and no seed
+// was pruned.
+bool CanWin(const v1::PointScore& point);
+
 // Scores every point (mean, sample std and n over seeds that succeeded with a finite objective)
 // and picks the best by goal; ties go to the earlier grid point. A point whose mean or std is not
-// finite is marked not_finite and cannot win. `stage_label` names the stage in
+// finite is marked not_finite and cannot win; nor can a point with a PRUNED seed (the other
+// seeds still give its score). `stage_label` names the stage in
 // failure messages, e.g. `stage 2 "structure"`.
 StageDecision DecideStage(const std::vector<TrialOutcome>& outcomes, bool maximize, const std::string& metric,
                           const std::string& stage_label);

@@ -9,6 +9,7 @@
 #include "common/command_template.h"
 #include "common/limits.h"
 #include "common/trial_schema.h"
+#include "server/pruner.h"
 #include "server/significance.h"
 #include "server/stage_planner.h"
 #include "server/stage_strategy.h"
@@ -22,7 +23,7 @@ namespace {
   } while (0)
 
 bool IsTerminal(v1::TrialState s) {
-  return s == v1::TRIAL_SUCCEEDED || s == v1::TRIAL_FAILED || s == v1::TRIAL_CANCELLED;
+  return s == v1::TRIAL_SUCCEEDED || s == v1::TRIAL_FAILED || s == v1::TRIAL_CANCELLED || s == v1::TRIAL_PRUNED;
 }
 
 std::map<std::string, double> ToMap(const google::protobuf::Map<std::string, double>& m) {
@@ -342,7 +343,36 @@ Status SweepEngine::Report(const v1::ReportProgressRequest& request, v1::ReportP
   *event.mutable_trial()->mutable_metrics() = request.metrics();
   if (request.has_expert_stats()) *event.mutable_trial()->mutable_expert_stats() = request.expert_stats();
   event.set_step(request.step());
-  return Emit(sweep, v1::TRIAL_PROGRESS, std::move(event));
+  RETURN_IF_ERROR(Emit(sweep, v1::TRIAL_PROGRESS, std::move(event)));
+  RETURN_IF_ERROR(MaybePrune(sweep, t, request));
+  response->set_directive(t.stop_requested ? v1::STOP : v1::CONTINUE);
+  return Status::Ok();
+}
+
+Status SweepEngine::MaybePrune(ActiveSweep& sweep, TrialState& t, const v1::ReportProgressRequest& request) {
+  const PrunerSpec* pruner = sweep.spec.PrunerFor(t.stage);
+  if (pruner == nullptr || sweep.state != v1::SWEEP_RUNNING || !t.prune_reason.empty()) return Status::Ok();
+  auto value = request.metrics().find(pruner->metric);
+  auto stage = sweep.open_stages.find(t.stage);
+  if (value == request.metrics().end() || stage == sweep.open_stages.end()) return Status::Ok();
+  auto& at_step = stage->second.values_by_step[request.step()];
+  at_step[t.id] = value->second;
+  std::vector<double> others;
+  for (const auto& [id, v] : at_step) {
+    if (id != t.id) others.push_back(v);
+  }
+  std::optional<std::string> reason = ShouldPrune(*pruner, request.step(), value->second, others);
+  if (!reason) return Status::Ok();
+  RETURN_IF_ERROR(store_->MarkTrialPruning(t.id, *reason));
+  t.prune_reason = *reason;
+  t.error = *reason;
+  t.stop_requested = true;
+  t.last_metrics = ToMap(request.metrics());
+  v1::SweepEvent event;
+  *event.mutable_trial() = EventTrial(t);
+  *event.mutable_trial()->mutable_metrics() = request.metrics();
+  event.set_step(request.step());
+  return Emit(sweep, v1::PRUNE_DECIDED, std::move(event));
 }
 
 Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::CompleteTrialResponse* response) {
@@ -374,6 +404,17 @@ Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::Comple
   bool winding_down = sweep.state == v1::SWEEP_CANCELLING;
   // The outcome decides the answer; the trial itself may be forgotten by the time we answer.
   v1::TrialState state;
+  if (!t.prune_reason.empty() && request.outcome() != v1::CompleteTrialRequest::OUTCOME_UNSPECIFIED &&
+      v1::CompleteTrialRequest::Outcome_IsValid(request.outcome())) {
+    // Pruned: whatever the worker says (it may have finished the epoch anyway, or stopped and
+    // called that a failure), the decision stands, with the last metrics known.
+    state = v1::TRIAL_PRUNED;
+    std::map<std::string, double> metrics = request.metrics().empty() ? t.last_metrics : ToMap(request.metrics());
+    RETURN_IF_ERROR(FinishTrial(sweep, t, state, metrics, request.expert_stats(), t.prune_reason));
+    if (auto s = sweeps_.find(sweep_id); s != sweeps_.end()) RETURN_IF_ERROR(MaybeFinish(s->second));
+    response->set_state(state);
+    return Status::Ok();
+  }
   switch (request.outcome()) {
     case v1::CompleteTrialRequest::RELEASED:
       if (winding_down) {
@@ -421,7 +462,11 @@ Status SweepEngine::ExpireLeases() {
     ++stats_.leases_expired;
     std::string reason = fmt::format("lease of worker {} expired (attempt {}, no report for {} s)", t.worker,
                                      t.attempt, sweep.spec.lease_seconds);
-    if (sweep.state == v1::SWEEP_CANCELLING) {
+    if (!t.prune_reason.empty()) {  // It was told to stop anyway.
+      tokens_.erase(t.token);
+      t.token.clear();
+      RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_PRUNED, t.last_metrics, {}, t.prune_reason));
+    } else if (sweep.state == v1::SWEEP_CANCELLING) {
       tokens_.erase(t.token);
       t.token.clear();
       RETURN_IF_ERROR(FinishTrial(sweep, t, v1::TRIAL_CANCELLED, {}, {}, reason));
@@ -734,6 +779,8 @@ Status SweepEngine::Recover() {
         t.error = tr.trial.error();
         t.point_json = tr.trial.point_json();
         t.config_json = tr.trial.config_json();
+        t.prune_reason = tr.prune_reason;
+        if (!t.prune_reason.empty() && t.state == v1::TRIAL_RUNNING) t.last_metrics = ToMap(tr.trial.metrics());
         progress.trial_ids.push_back(t.id);
         ++progress.total;
         if (IsTerminal(t.state)) ++progress.done;
@@ -742,10 +789,16 @@ Status SweepEngine::Recover() {
         if (t.state == v1::TRIAL_RUNNING) {
           // Live workers keep reporting on their leases; dead ones' leases expire as usual.
           t.lease_deadline = now + sweep.spec.lease_seconds;
-          t.stop_requested = sweep.state == v1::SWEEP_CANCELLING;
+          t.stop_requested = sweep.state == v1::SWEEP_CANCELLING || !t.prune_reason.empty();
           leased_.insert(t.id);
           ++sweep.running;
         }
+      }
+      // What the pruner compares against: every report of its metric so far (the latest per step).
+      if (const PrunerSpec* pruner = sweep.spec.PrunerFor(stage.stage)) {
+        std::vector<StepValue> values;
+        RETURN_IF_ERROR(store_->ListStageReports(row.id, stage.stage, pruner->metric, &values));
+        for (const StepValue& v : values) progress.values_by_step[v.step][v.trial_id] = v.value;
       }
     }
   }
@@ -791,7 +844,9 @@ Status SweepEngine::BuildSweep(const SweepRow& row, v1::Sweep* sweep) {
   int total = 0;
   for (const auto& [state, n] : counts) total += n;
   sweep->set_trials_total(total);
-  sweep->set_trials_done(counts[v1::TRIAL_SUCCEEDED] + counts[v1::TRIAL_FAILED] + counts[v1::TRIAL_CANCELLED]);
+  sweep->set_trials_done(counts[v1::TRIAL_SUCCEEDED] + counts[v1::TRIAL_FAILED] + counts[v1::TRIAL_CANCELLED] +
+                         counts[v1::TRIAL_PRUNED]);
+  sweep->set_trials_pruned(counts[v1::TRIAL_PRUNED]);
   sweep->set_trials_failed(counts[v1::TRIAL_FAILED]);
   sweep->set_trials_running(counts[v1::TRIAL_RUNNING]);
   return Status::Ok();
@@ -820,6 +875,7 @@ Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, st
                           t.trial.error(), t.trial.point_json()});
       if (IsTerminal(t.trial.state())) result.set_trials_done(result.trials_done() + 1);
       if (t.trial.state() == v1::TRIAL_FAILED) result.set_trials_failed(result.trials_failed() + 1);
+      if (t.trial.state() == v1::TRIAL_PRUNED) result.set_trials_pruned(result.trials_pruned() + 1);
     }
     StageDecision decision = DecideStage(outcomes, spec.maximize, spec.metric, StageLabel(spec, stage.stage));
     if (stage.stage == 0 && stage.state == v1::STAGE_SUCCEEDED && decision.winner >= 0) {
@@ -844,7 +900,7 @@ Status SweepEngine::BuildStages(const SweepRow& row, std::optional<int> only, st
       // unless the points changed since, e.g. more seeds finished).
       const v1::PointScore* runner_up = nullptr;
       for (const v1::PointScore& p : decision.points) {
-        if (p.n() == 0 || p.not_finite() || p.point_index() == stage.winner_point) continue;
+        if (!CanWin(p) || p.point_index() == stage.winner_point) continue;
         if (runner_up == nullptr || (spec.maximize ? p.mean() > runner_up->mean() : p.mean() < runner_up->mean())) {
           runner_up = &p;
         }

@@ -98,11 +98,15 @@ class SweepEngine {
     std::string point_json;
     std::string config_json;
     int64_t reused_from = 0;  // The trial whose results this one took, or 0.
+    std::string prune_reason;  // The pruner told it to stop (it ends PRUNED), and why.
+    std::map<std::string, double> last_metrics;  // Of a pruned trial: its report at the decision.
   };
   struct StageProgress {
     int total = 0;
     int done = 0;
     std::vector<int64_t> trial_ids;
+    // The pruner's metric as reported: step -> trial -> value (only when the stage has a pruner).
+    std::map<int64_t, std::unordered_map<int64_t, double>> values_by_step;
   };
   struct ActiveSweep {
     int64_t id = 0;
@@ -127,6 +131,8 @@ class SweepEngine {
   // Records each reusable trial as done with its original's results.
   Status FinishReusedTrials(ActiveSweep& sweep, int stage, std::vector<std::pair<int64_t, TrialRow>> reusable);
   Status Emit(ActiveSweep& sweep, v1::EventType type, v1::SweepEvent event);
+  // Runs the stage's pruner on a progress report; a pruned trial is told to STOP from then on.
+  Status MaybePrune(ActiveSweep& sweep, TrialState& trial, const v1::ReportProgressRequest& request);
   Status FinishTrial(ActiveSweep& sweep, TrialState& trial, v1::TrialState state,
                      const std::map<std::string, double>& metrics, const v1::ExpertStats& stats, const std::string& error);
   Status Requeue(ActiveSweep& sweep, TrialState& trial, const std::string& reason, bool front);

@@ -90,6 +90,10 @@ ALTER TABLE trials ADD COLUMN reuse_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE trials ADD COLUMN reused_from INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX trials_by_reuse_key ON trials(sweep_id, reuse_key) WHERE reuse_key != '';
 )sql",
+    // 2 -> 3: pruning (see SweepEngine::MaybePrune): why a running trial was told to stop.
+    R"sql(
+ALTER TABLE trials ADD COLUMN prune_reason TEXT NOT NULL DEFAULT '';
+)sql",
 };
 constexpr int kNumMigrations = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kNumMigrations == SweepStore::kSchemaVersion, "one migration per schema version");
@@ -97,9 +101,9 @@ static_assert(kNumMigrations == SweepStore::kSchemaVersion, "one migration per s
 // Terminal trials show their final metrics; others their latest progress report.
 constexpr const char* kTrialColumns =
     "id, sweep_id, stage, point_index, seed, config, point, state, attempt, worker, "
-    "CASE WHEN state IN (3, 4, 5) THEN metrics ELSE "
+    "CASE WHEN state IN (3, 4, 5, 6) THEN metrics ELSE "
     "  COALESCE((SELECT m.metrics FROM trial_metrics m WHERE m.trial_id = trials.id ORDER BY m.rowid DESC LIMIT 1), metrics) END, "
-    "expert_stats, error, created_at, started_at, finished_at, lease_token, lost_leases, objective, reused_from";
+    "expert_stats, error, created_at, started_at, finished_at, lease_token, lost_leases, objective, reused_from, prune_reason";
 
 // Metrics maps use nlohmann::json (a std::map), not the project's ordered Json: ordered_json
 // finds a key by linear search, which made a 100,000-entry report take seconds.
@@ -345,6 +349,27 @@ Status SweepStore::MarkTrialLeased(int64_t id, int attempt, const std::string& t
   return stmt->Run();
 }
 
+Status SweepStore::MarkTrialPruning(int64_t id, const std::string& reason) {
+  PREPARE(stmt, "UPDATE trials SET prune_reason = ? WHERE id = ?");
+  stmt->Bind(1, reason).Bind(2, id);
+  return stmt->Run();
+}
+
+Status SweepStore::ListStageReports(int64_t sweep_id, int stage, const std::string& metric,
+                                    std::vector<StepValue>* values) {
+  PREPARE(stmt,
+          "SELECT m.trial_id, m.step, m.metrics FROM trial_metrics m JOIN trials t ON t.id = m.trial_id "
+          "WHERE t.sweep_id = ? AND t.stage = ? ORDER BY m.rowid");
+  stmt->Bind(1, sweep_id).Bind(2, stage);
+  while (stmt->Step()) {
+    google::protobuf::Map<std::string, double> metrics;
+    MetricsFromJson(stmt->ColumnText(2), &metrics);
+    auto it = metrics.find(metric);
+    if (it != metrics.end()) values->push_back({stmt->ColumnInt(0), stmt->ColumnInt(1), it->second});
+  }
+  return stmt->status();
+}
+
 Status SweepStore::MarkTrialRequeued(int64_t id, int lost_leases, const std::string& reason) {
   PREPARE(stmt, "UPDATE trials SET state = 1, lease_token = '', lost_leases = ?, error = ? WHERE id = ?");
   stmt->Bind(1, lost_leases).Bind(2, reason).Bind(3, id);
@@ -477,6 +502,7 @@ Status SweepStore::ReadTrials(Statement* stmt, std::vector<TrialRow>* rows) {
     r.lost_leases = static_cast<int>(stmt->ColumnInt(17));
     if (!stmt->ColumnIsNull(18)) r.objective = stmt->ColumnDouble(18);
     t.set_reused_trial_id(stmt->ColumnInt(19));
+    r.prune_reason = stmt->ColumnText(20);
   }
   return stmt->status();
 }

@@ -45,6 +45,14 @@ struct TrialRow {
   std::string lease_token;
   int lost_leases = 0;  // Leases that expired; at max_attempts the trial fails.
   std::optional<double> objective;
+  std::string prune_reason;  // Set when the pruner told the trial to stop: it ends PRUNED.
+};
+
+// One reported value of a metric: trial `trial_id` reported `value` at `step`.
+struct StepValue {
+  int64_t trial_id = 0;
+  int64_t step = 0;
+  double value = 0;
 };
 
 struct TrialFilter {
@@ -56,7 +64,7 @@ struct TrialFilter {
 
 class SweepStore {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens `path` (":memory:" for tests) and migrates it to kSchemaVersion. A database written by
   // a newer moesweep is refused rather than misread. Holds an exclusive lock on `<path>.lock`
@@ -79,6 +87,8 @@ class SweepStore {
   Status InsertTrial(const v1::Trial& trial, int64_t* id, const std::string& reuse_key = "");
   Status MarkTrialLeased(int64_t id, int attempt, const std::string& token, const std::string& worker, double now);
   Status MarkTrialRequeued(int64_t id, int lost_leases, const std::string& reason);
+  // The pruner told the running trial to stop; it ends PRUNED with `reason` as its error.
+  Status MarkTrialPruning(int64_t id, const std::string& reason);
   Status MarkTrialFinished(int64_t id, v1::TrialState state, const std::map<std::string, double>& metrics,
                            const v1::ExpertStats& stats, std::optional<double> objective, const std::string& error,
                            const std::string& lease_token, double now);
@@ -93,6 +103,8 @@ class SweepStore {
   Status ListActiveSweeps(std::vector<SweepRow>* rows);  // RUNNING or CANCELLING, oldest first.
   Status ListStages(int64_t sweep_id, std::vector<StageRow>* rows);
   Status ListTrials(int64_t sweep_id, const TrialFilter& filter, std::vector<TrialRow>* rows);
+  // Every stored report of `metric` by the trials of one stage, in the order reported.
+  Status ListStageReports(int64_t sweep_id, int stage, const std::string& metric, std::vector<StepValue>* values);
   // Trial counts by state for one sweep.
   Status CountTrials(int64_t sweep_id, std::map<v1::TrialState, int>* counts);
   // How many trials and sweeps are in each state, over the whole database (a full scan).

@@ -5,7 +5,7 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-const TERMINAL_TRIAL = new Set(["TRIAL_SUCCEEDED", "TRIAL_FAILED", "TRIAL_CANCELLED"]);
+const TERMINAL_TRIAL = new Set(["TRIAL_SUCCEEDED", "TRIAL_FAILED", "TRIAL_CANCELLED", "TRIAL_PRUNED"]);
 const TERMINAL_SWEEP = new Set(["SWEEP_SUCCEEDED", "SWEEP_FAILED", "SWEEP_CANCELLED"]);
 const STAGE_COLORS = ["#7f8c8d", "#2f6fdf", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085", "#d35400", "#2c3e50"];
 const short = (state) => String(state || "").replace(/^(SWEEP|TRIAL|STAGE)_/, "");
@@ -622,7 +622,7 @@ function trialTable(model) {
     <td class="hide-narrow">${t.reused_trial_id ? `reused #${t.reused_trial_id}` : esc(t.worker)}</td><td class="num hide-narrow">${t.finished_at && t.started_at ? fmtAge(t.finished_at - t.started_at) : "–"}</td>
     <td class="err hide-narrow" title="${esc(t.error)}">${esc((t.error || "").split("\n")[0])}</td></tr>`).join("");
   return `<div class="row"><h2>Trials</h2><input id="filter" placeholder="filter: point, seed, worker, error…" value="${esc(tableState.filter)}">
-    <select id="state-filter"><option value="">any state</option>${["TRIAL_PENDING", "TRIAL_RUNNING", "TRIAL_SUCCEEDED", "TRIAL_FAILED", "TRIAL_CANCELLED"].map((s) => `<option value="${s}" ${s === tableState.state ? "selected" : ""}>${short(s).toLowerCase()}</option>`).join("")}</select>
+    <select id="state-filter"><option value="">any state</option>${["TRIAL_PENDING", "TRIAL_RUNNING", "TRIAL_SUCCEEDED", "TRIAL_FAILED", "TRIAL_CANCELLED", "TRIAL_PRUNED"].map((s) => `<option value="${s}" ${s === tableState.state ? "selected" : ""}>${short(s).toLowerCase()}</option>`).join("")}</select>
     <span class="muted">${rows.length} trials${pages > 1 ? ` · page <button id="prev">‹</button> ${tableState.page + 1}/${pages} <button id="next">›</button>` : ""}</span></div>
     <div class="table-wrap"><table id="trials"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
 }

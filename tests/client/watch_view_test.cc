@@ -160,5 +160,30 @@ TEST(WatchViewTest, AnExtendedStageSaysWhatItAdded) {
       << line;
 }
 
+TEST(WatchViewTest, APruningDecisionAndThePrunedTrialAreShown) {
+  std::vector<v1::SweepEvent> events;
+  v1::SweepEvent started = cli_testing::Event(1, v1::STAGE_STARTED);
+  started.mutable_stage()->set_stage(1);
+  started.mutable_stage()->set_name("core");
+  started.mutable_stage()->set_trials_total(4);
+  events.push_back(started);
+  v1::SweepEvent decided = cli_testing::Event(2, v1::PRUNE_DECIDED);
+  *decided.mutable_trial() = cli_testing::MakeTrial(3, 1, 1, 42, R"({"temperature": 1.5})", v1::TRIAL_RUNNING);
+  decided.mutable_trial()->set_error(
+      "pruned at step 2: val_accuracy 0.4 is lower than the median 0.61 of 2 other trials at that step (median pruner)");
+  decided.set_step(2);
+  events.push_back(decided);
+  v1::SweepEvent finished = cli_testing::Event(3, v1::TRIAL_FINISHED);
+  *finished.mutable_trial() = cli_testing::MakeTrial(3, 1, 1, 42, R"({"temperature": 1.5})", v1::TRIAL_PRUNED);
+  events.push_back(finished);
+  std::vector<std::string> lines = RenderAll(events, false);
+  ASSERT_EQ(lines.size(), 3u) << ::testing::PrintToString(lines);
+  EXPECT_EQ(lines[1], "  prune    #3 s1 p1 seed=42  temperature=1.5: pruned at step 2: val_accuracy 0.4 is lower than "
+                      "the median 0.61 of 2 other trials at that step (median pruner)");
+  EXPECT_TRUE(Contains(lines[2], "  pruned   #3 s1 p1 seed=42  temperature=1.5")) << lines[2];
+  EXPECT_TRUE(Contains(lines[2], "[1/4 done, 0 failed, 1 pruned]")) << lines[2];
+  EXPECT_EQ(TrialStateName(v1::TRIAL_PRUNED), "pruned");
+}
+
 }  // namespace
 }  // namespace moesweep::client

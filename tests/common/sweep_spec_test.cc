@@ -238,5 +238,59 @@ TEST(SweepSpec, RandomSearchErrorsNameTheirPath) {
   EXPECT_NE(e.find("stages[0].grid: a stage has either a grid or a search"), std::string::npos) << e;
 }
 
+TEST(SweepSpec, APrunerAppliesToEveryStageUnlessAStageSaysOtherwise) {
+  Json j = Json::parse(kGood);
+  j["pruner"] = {{"method", "median"}, {"warmup_steps", 2}, {"min_trials", 4}};
+  j["stages"][1]["pruner"] = false;
+  j["stages"].push_back({{"name", "third"},
+                         {"grid", {{"top_k", {1, 2}}}},
+                         {"pruner", {{"method", "asha"}, {"metric", "val_loss"}, {"reduction_factor", 2}}}});
+  SweepSpec spec;
+  Status s = ParseSweepSpec(j.dump(), {}, &spec);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(spec.PrunerFor(0), nullptr);  // The baseline is never pruned.
+  ASSERT_NE(spec.PrunerFor(1), nullptr);
+  EXPECT_EQ(spec.PrunerFor(1)->method, PrunerSpec::Method::kMedian);
+  EXPECT_EQ(spec.PrunerFor(1)->metric, "val_accuracy");  // The objective's, and its goal.
+  EXPECT_TRUE(spec.PrunerFor(1)->maximize);
+  EXPECT_EQ(spec.PrunerFor(1)->warmup_steps, 2);
+  EXPECT_EQ(spec.PrunerFor(1)->min_trials, 4);
+  EXPECT_EQ(spec.PrunerFor(2), nullptr);
+  ASSERT_NE(spec.PrunerFor(3), nullptr);
+  EXPECT_EQ(spec.PrunerFor(3)->method, PrunerSpec::Method::kAsha);
+  EXPECT_FALSE(spec.PrunerFor(3)->maximize);  // A built-in loss goes down.
+  EXPECT_EQ(spec.PrunerFor(3)->reduction_factor, 2);
+  EXPECT_EQ(spec.PrunerFor(3)->min_steps, 1);
+  // The stored form parses to the same.
+  SweepSpec again;
+  ASSERT_TRUE(ParseSweepSpec(spec.ToJson().dump(), {}, &again).ok());
+  EXPECT_EQ(again.ToJson(), spec.ToJson());
+  EXPECT_EQ(again.PrunerFor(2), nullptr);
+  EXPECT_EQ(again.PrunerFor(3)->metric, "val_loss");
+}
+
+TEST(SweepSpec, PrunerErrorsNameTheirPath) {
+  Json j = Json::parse(kGood);
+  j["pruner"] = {{"method", "hyperband"}, {"warmup_steps", -1}, {"min_trails", 3}, {"reduction_factor", 3}};
+  j["stages"][0]["pruner"] = "off";
+  std::string e = Error(j.dump());
+  EXPECT_NE(e.find("pruner.method: expected \"median\" or \"asha\", got \"hyperband\""), std::string::npos) << e;
+  EXPECT_NE(e.find("pruner.warmup_steps: expected an integer in [0, 1000000], got -1"), std::string::npos) << e;
+  EXPECT_NE(e.find("pruner.min_trails: unknown key (did you mean \"min_trials\"?)"), std::string::npos) << e;
+  EXPECT_NE(e.find("pruner.reduction_factor: only for \"method\": \"asha\""), std::string::npos) << e;
+  EXPECT_NE(e.find("stages[0].pruner: expected an object such as"), std::string::npos) << e;
+  // The built-in trainer reports mAP only at the end of a trial: nothing to compare per epoch.
+  j = Json::parse(kGood);
+  j["objective"]["metric"] = "mAP";
+  j["pruner"] = {{"method", "median"}};
+  e = Error(j.dump());
+  EXPECT_NE(e.find("pruner: the built-in trainer reports \"mAP\" only at the end of a trial"), std::string::npos) << e;
+  j["pruner"]["metric"] = "val_accuracy";
+  EXPECT_EQ(Error(j.dump()), "");
+  j["pruner"]["metric"] = "rank1";
+  EXPECT_NE(Error(j.dump()).find("pruner.metric: the built-in trainer reports \"rank1\" only at the end"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace moesweep

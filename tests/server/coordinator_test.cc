@@ -734,5 +734,131 @@ TEST_F(CoordinatorTest, ARandomSearchStageIsScoredLikeAGridAndCarriesItsWinner) 
   }
 }
 
+// One stage of 6 points x 1 seed with a median pruner that judges from step 2 on, against at
+// least 2 other trials.
+constexpr const char* kPrunedSpec = R"({
+  "name": "pruned",
+  "objective": {"metric": "val_accuracy", "goal": "maximize"},
+  "seeds": [1],
+  "stages": [{"name": "core", "grid": {"temperature": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}},
+             {"name": "structure", "grid": {"expert_layers": [1, 2]}, "pruner": false}],
+  "pruner": {"method": "median", "warmup_steps": 1, "min_trials": 2},
+  "lease_seconds": 10
+})";
+
+class PruningTest : public CoordinatorTest {
+ protected:
+  // Leases the next stage-1 trial and reports `curve` (step 1, 2, ...); returns the last directive.
+  v1::Directive RunCurve(const std::vector<double>& curve, v1::AcquireTrialResponse* lease) {
+    *lease = Acquire();
+    EXPECT_TRUE(lease->has_trial());
+    v1::ReportProgressResponse resp;
+    for (size_t i = 0; i < curve.size(); ++i) {
+      EXPECT_TRUE(Report(lease->lease_token(), static_cast<int64_t>(i + 1), curve[i], &resp).ok());
+      if (resp.directive() == v1::STOP) break;
+    }
+    return resp.directive();
+  }
+};
+
+TEST_F(PruningTest, ATrialBelowTheMedianIsStoppedEndsPrunedAndItsPointCannotWin) {
+  int64_t id = Submit(kPrunedSpec);
+  v1::AcquireTrialResponse a, b, c, d;
+  // Two trials set the field: nothing is pruned before min_trials others reported the step.
+  EXPECT_EQ(RunCurve({0.50, 0.60, 0.70}, &a), v1::CONTINUE);
+  ASSERT_TRUE(Complete(a.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.70}}).ok());
+  EXPECT_EQ(RunCurve({0.52, 0.62, 0.72}, &b), v1::CONTINUE);
+  ASSERT_TRUE(Complete(b.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.72}}).ok());
+  // Step 1 is warm-up: a bad first epoch is forgiven. At step 2, 0.40 is below the median 0.61.
+  v1::ReportProgressResponse resp;
+  c = Acquire();
+  ASSERT_TRUE(Report(c.lease_token(), 1, 0.10, &resp).ok());
+  EXPECT_EQ(resp.directive(), v1::CONTINUE);
+  ASSERT_TRUE(Report(c.lease_token(), 2, 0.40, &resp).ok());
+  EXPECT_EQ(resp.directive(), v1::STOP);
+  // It stays told to stop (a heartbeat gets STOP too) until it completes.
+  v1::ReportProgressRequest heartbeat;
+  heartbeat.set_lease_token(c.lease_token());
+  ASSERT_TRUE(CallSync(coordinator_.get(), &Coordinator::ReportProgress, heartbeat, &resp).ok());
+  EXPECT_EQ(resp.directive(), v1::STOP);
+  // The worker finished the epoch anyway and reports the best score of all: still PRUNED.
+  v1::CompleteTrialResponse done;
+  ASSERT_TRUE(Complete(c.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.99}}, "", &done).ok());
+  EXPECT_EQ(done.state(), v1::TRIAL_PRUNED);
+  // A trial above the median goes on.
+  EXPECT_EQ(RunCurve({0.55, 0.65, 0.75}, &d), v1::CONTINUE);
+  ASSERT_TRUE(Complete(d.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.75}}).ok());
+  for (int i = 0; i < 2; ++i) {  // The rest of stage 1 (no reports) succeed with Score(), below 0.75.
+    v1::AcquireTrialResponse rest = Acquire();
+    ASSERT_EQ(rest.stage(), 1);
+    ASSERT_TRUE(Complete(rest.lease_token(), v1::CompleteTrialRequest::SUCCEEDED,
+                         {{"val_accuracy", Score(Json::parse(rest.config_json()))}}).ok());
+  }
+
+  v1::GetSweepResponse sweep = GetSweep(id);
+  const v1::StageResult& stage = sweep.stages(0);
+  EXPECT_EQ(stage.state(), v1::STAGE_SUCCEEDED);
+  EXPECT_EQ(stage.trials_pruned(), 1);
+  EXPECT_EQ(sweep.sweep().trials_pruned(), 1);
+  EXPECT_EQ(stage.winner().point_index(), d.trial_id() - a.trial_id());  // Not the pruned 0.99.
+  const v1::Trial pruned = Trials(id, 1).at(c.trial_id() - a.trial_id());
+  EXPECT_EQ(pruned.state(), v1::TRIAL_PRUNED);
+  EXPECT_EQ(pruned.error(), "pruned at step 2: val_accuracy 0.4 is lower than the median 0.61 of 2 other trials at "
+                            "that step (median pruner)");
+  EXPECT_EQ(pruned.metrics().at("val_accuracy"), 0.99);  // What the worker sent last.
+  for (const v1::PointScore& p : stage.points()) {
+    EXPECT_EQ(p.pruned(), p.point_index() == pruned.point_index() ? 1 : 0);
+  }
+  // The decision is an event, before the trial's TRIAL_FINISHED.
+  std::vector<v1::EventType> types;
+  for (const v1::SweepEvent& e : StoredEvents(id)) {
+    if (e.trial().trial_id() == c.trial_id()) types.push_back(e.type());
+  }
+  EXPECT_EQ(types, (std::vector<v1::EventType>{v1::TRIAL_STARTED, v1::TRIAL_PROGRESS, v1::TRIAL_PROGRESS,
+                                               v1::PRUNE_DECIDED, v1::TRIAL_FINISHED}));
+}
+
+TEST_F(PruningTest, AStoppedPrunedTrialKeepsItsLastReportedMetrics) {
+  int64_t id = Submit(kPrunedSpec);
+  v1::AcquireTrialResponse a, b, c;
+  RunCurve({0.5, 0.6}, &a);
+  RunCurve({0.5, 0.6}, &b);
+  EXPECT_EQ(RunCurve({0.5, 0.3}, &c), v1::STOP);
+  // A worker that stops calls it a failure without metrics: the trial is PRUNED with its last report.
+  ASSERT_TRUE(Complete(c.lease_token(), v1::CompleteTrialRequest::FAILED, {}, "stopped by the coordinator (STOP)").ok());
+  const v1::Trial pruned = Trials(id, 1).at(2);
+  EXPECT_EQ(pruned.state(), v1::TRIAL_PRUNED);
+  EXPECT_EQ(pruned.metrics().at("val_accuracy"), 0.3);
+  EXPECT_NE(pruned.error().find("pruned at step 2"), std::string::npos);
+}
+
+TEST_F(PruningTest, DecisionsAndTheirEvidenceSurviveARestart) {
+  int64_t id = Submit(kPrunedSpec);
+  v1::AcquireTrialResponse a, b, c, d;
+  RunCurve({0.5, 0.6}, &a);
+  RunCurve({0.5, 0.62}, &b);
+  EXPECT_EQ(RunCurve({0.5, 0.3}, &c), v1::STOP);
+  d = Acquire();
+  ASSERT_TRUE(Report(d.lease_token(), 1, 0.5).ok());
+  Restart();
+  // The decision was stored: c is still told to stop, and ends PRUNED even when its lease expires.
+  v1::ReportProgressResponse resp;
+  ASSERT_TRUE(Report(c.lease_token(), 3, 0.3, &resp).ok());
+  EXPECT_EQ(resp.directive(), v1::STOP);
+  // The history was rebuilt from the stored reports: 0.45 at step 2 is below the median of a, b
+  // and c (0.6), so d is pruned right after the restart.
+  ASSERT_TRUE(Report(d.lease_token(), 2, 0.45, &resp).ok());
+  EXPECT_EQ(resp.directive(), v1::STOP);
+  clock_.Advance(11);
+  coordinator_->Sync();
+  for (const v1::Trial& t : Trials(id, 1)) {
+    if (t.trial_id() == c.trial_id() || t.trial_id() == d.trial_id()) {
+      EXPECT_EQ(t.state(), v1::TRIAL_PRUNED) << t.trial_id();
+      EXPECT_EQ(t.attempt(), 1);  // Never leased again.
+    }
+  }
+  EXPECT_EQ(GetSweep(id).sweep().trials_pruned(), 2);
+}
+
 }  // namespace
 }  // namespace moesweep

@@ -58,6 +58,28 @@ TEST(StagePlanner, GoalDecidesDirectionAndTiesGoToTheEarlierPoint) {
   EXPECT_EQ(min.points[min.winner].point_index(), 1);
 }
 
+TrialOutcome Pruned(int64_t id, int point) {
+  return {id, point, id, v1::TRIAL_PRUNED, std::nullopt, "pruned at step 2", "{}"};
+}
+
+TEST(StagePlanner, APointWithAPrunedSeedCannotWinOrBeRunnerUp) {
+  // Point 0 has the best surviving seed, but its other seed was pruned.
+  auto d = DecideStage({Done(1, 0, 0.9), Pruned(2, 0), Done(3, 1, 0.6), Done(4, 1, 0.6), Done(5, 2, 0.5),
+                        Done(6, 2, 0.5)},
+                       true, "m", "s");
+  ASSERT_EQ(d.points.size(), 3u);
+  EXPECT_EQ(d.points[0].n(), 1);  // The survivor still scores the point...
+  EXPECT_EQ(d.points[0].pruned(), 1);
+  EXPECT_EQ(d.points[0].failed(), 0);  // ...and a pruned seed is not a failure.
+  EXPECT_EQ(d.points[d.winner].point_index(), 1);
+  EXPECT_EQ(d.points[d.runner_up].point_index(), 2);
+  // When every scored point lost a seed, the stage has no winner and says why.
+  auto none = DecideStage({Done(1, 0, 0.9), Pruned(2, 0), Pruned(3, 1), Pruned(4, 1)}, true, "m", "stage 1");
+  EXPECT_EQ(none.winner, -1);
+  EXPECT_NE(none.failure.find("stage 1: every grid point with a score had a seed pruned"), std::string::npos)
+      << none.failure;
+}
+
 TEST(StagePlanner, PointsWithoutASuccessAreSkipped) {
   auto d = DecideStage({Failed(1, 0, "x"), Done(2, 1, 0.1)}, true, "m", "s");
   EXPECT_EQ(d.points[d.winner].point_index(), 1);
