@@ -27,9 +27,14 @@ std::optional<double> Step(const std::vector<double>& original, double edge, boo
     const double ratio = s[1] / s[0];
     return up ? edge * ratio : edge / ratio;
   }
-  const double step = s[s.size() - 1] - s[s.size() - 2];
+  // Each edge continues its own step: 0.3, 0.5, ..., 1.0, 1.5 goes down by 0.2 and up by 0.5.
+  const double step = up ? s[s.size() - 1] - s[s.size() - 2] : s[1] - s[0];
   if (!(step > 0)) return std::nullopt;
-  return up ? edge + step : edge - step;
+  // Rounded to 12 significant digits, so that 0.3 - 0.2 is 0.1, not 0.09999999999999998.
+  const double next = up ? edge + step : edge - step;
+  if (next == 0) return next;
+  const double scale = std::pow(10.0, 11 - std::floor(std::log10(std::fabs(next))));
+  return std::round(next * scale) / scale;
 }
 
 class GridStrategy final : public StageStrategy {
@@ -110,6 +115,7 @@ std::vector<Json> EdgeExtensionPoints(const SweepSpec& spec, const StageSpec& st
       if (const ConfigKey* k = FindConfigKey(key)) min = k->min, max = k->max, min_exclusive = k->min_exclusive;
     }
     if (auto b = stage.extend_edges->bounds.find(key); b != stage.extend_edges->bounds.end()) {
+      if (b->second.first > min) min_exclusive = false;  // The spec's bounds are inclusive.
       min = std::max(min, b->second.first);
       max = std::min(max, b->second.second);
     }

@@ -33,7 +33,7 @@ std::unique_ptr<StageStrategy> MakeStageStrategy(const SweepSpec& spec, int stag
 // The points an edge extension adds (exposed for tests): for each numeric axis of `stage` on whose
 // first or last value (among `tried`) `winner_point` sits, the winner with that axis moved one step
 // beyond the edge. The step continues the axis' own: a constant ratio (512, 1024, 2048 -> 4096) or
-// its last difference (0.5, 1.0, 1.5 -> 2.0); integer axes stay integers. Never more than
+// the difference at that edge (0.5, 1.0, 1.5 -> 2.0; 0.3, 0.5 -> 0.1); integer axes stay integers. Never more than
 // max_extensions values beyond an edge, never past the spec's bounds or the built-in key's range.
 std::vector<Json> EdgeExtensionPoints(const SweepSpec& spec, const StageSpec& stage, const Json& winner_point,
                                       const std::vector<Json>& tried);

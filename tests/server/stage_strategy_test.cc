@@ -39,6 +39,20 @@ TEST(EdgeExtension, ContinuesTheAxisOwnRatioOrStepBeyondTheWinningEdge) {
   EXPECT_TRUE(EdgeExtensionPoints(spec, stage, Json{{"expert_hidden_dim", 1024}, {"temperature", 1.0}}, tried).empty());
 }
 
+// Seed 001's temperatures: the lower edge continues the lower step (0.3, 0.5 -> 0.1), the upper
+// the upper one (1.0, 1.5 -> 2.0), and the result is the decimal one would write.
+TEST(EdgeExtension, EachEdgeContinuesItsOwnStep) {
+  SweepSpec spec = Spec(R"([{"name": "core", "grid": {"temperature": [0.3, 0.5, 0.7, 1.0, 1.5]},
+                             "extend_edges": {"bounds": {"temperature": [0.1, 2.0]}}}])");
+  const StageSpec& stage = spec.stages[0];
+  auto down = EdgeExtensionPoints(spec, stage, Json{{"temperature", 0.3}}, Tried(spec, 0));
+  ASSERT_EQ(down.size(), 1u);
+  EXPECT_EQ(down[0]["temperature"].get<double>(), 0.1);
+  auto up = EdgeExtensionPoints(spec, stage, Json{{"temperature", 1.5}}, Tried(spec, 0));
+  ASSERT_EQ(up.size(), 1u);
+  EXPECT_EQ(up[0]["temperature"].get<double>(), 2.0);
+}
+
 TEST(EdgeExtension, StopsAtMaxExtensionsAndAtBounds) {
   SweepSpec spec = Spec(R"([{"name": "core", "grid": {"expert_hidden_dim": [512, 1024, 2048], "temperature": [0.5, 1.0, 1.5]},
                              "extend_edges": {"max_extensions": 2, "bounds": {"temperature": [0.2, 1.9]}}}])");
