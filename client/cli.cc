@@ -72,7 +72,7 @@ const std::vector<Command>& Commands() {
       {"trials", Positional::kSweepId, "trials SWEEP_ID [--stage N] [--state S] [--json]",
        "A sweep's trials, optionally of one stage or state.",
        "Lists trials: stage, grid point, seed, state, objective value, layer-0 expert statistics.",
-       {kStage, {"state", "S", "Only trials in state S: pending, running, succeeded, failed or cancelled."}, kJson},
+       {kStage, {"state", "S", "Only trials in state S: pending, running, succeeded, failed, cancelled or pruned."}, kJson},
        RunTrials},
       {"best", Positional::kSweepId, "best SWEEP_ID [--stage N] [--json]",
        "Each stage's winner and the best config so far.",
@@ -212,7 +212,7 @@ std::string BuildInvocation(const Command& command, const ParsedArgs& args, Invo
   }
   if (auto v = args.Value("state")) {
     auto s = ParseTrialState(*v);
-    if (!s) return fmt::format("--state must be pending, running, succeeded, failed or cancelled, got '{}'", *v);
+    if (!s) return fmt::format("--state must be pending, running, succeeded, failed, cancelled or pruned, got '{}'", *v);
     inv->state = *s;
   }
   if (auto v = args.Value("limit")) {

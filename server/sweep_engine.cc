@@ -1,5 +1,6 @@
 #include "server/sweep_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -372,7 +373,41 @@ Status SweepEngine::MaybePrune(ActiveSweep& sweep, TrialState& t, const v1::Repo
   *event.mutable_trial() = EventTrial(t);
   *event.mutable_trial()->mutable_metrics() = request.metrics();
   event.set_step(request.step());
-  return Emit(sweep, v1::PRUNE_DECIDED, std::move(event));
+  RETURN_IF_ERROR(Emit(sweep, v1::PRUNE_DECIDED, std::move(event)));
+  return PruneSiblings(sweep, t);
+}
+
+// The pruned trial's point cannot win any more, so its other seeds would train for nothing: those
+// still waiting end PRUNED without running, and those running are told to stop.
+Status SweepEngine::PruneSiblings(ActiveSweep& sweep, const TrialState& pruned) {
+  auto stage = sweep.open_stages.find(pruned.stage);
+  if (stage == sweep.open_stages.end()) return Status::Ok();
+  std::vector<int64_t> siblings;
+  for (int64_t id : stage->second.trial_ids) {
+    const TrialState& s = trials_.at(id);
+    if (s.id != pruned.id && s.point_index == pruned.point_index && s.prune_reason.empty() &&
+        (s.state == v1::TRIAL_PENDING || s.state == v1::TRIAL_RUNNING)) {
+      siblings.push_back(id);
+    }
+  }
+  const std::string reason =
+      fmt::format("pruned with its grid point: seed {} of the point was pruned (trial {})", pruned.seed, pruned.id);
+  for (int64_t id : siblings) {
+    TrialState& s = trials_.at(id);  // The running `pruned` keeps the stage open: no sibling is forgotten.
+    RETURN_IF_ERROR(store_->MarkTrialPruning(id, reason));
+    s.prune_reason = reason;
+    s.error = reason;
+    if (s.state == v1::TRIAL_PENDING) {
+      sweep.pending.erase(std::remove(sweep.pending.begin(), sweep.pending.end(), id), sweep.pending.end());
+      RETURN_IF_ERROR(FinishTrial(sweep, s, v1::TRIAL_PRUNED, {}, {}, reason));
+    } else {
+      s.stop_requested = true;
+      v1::SweepEvent event;
+      *event.mutable_trial() = EventTrial(s);
+      RETURN_IF_ERROR(Emit(sweep, v1::PRUNE_DECIDED, std::move(event)));
+    }
+  }
+  return Status::Ok();
 }
 
 Status SweepEngine::Complete(const v1::CompleteTrialRequest& request, v1::CompleteTrialResponse* response) {

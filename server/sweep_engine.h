@@ -133,6 +133,7 @@ class SweepEngine {
   Status Emit(ActiveSweep& sweep, v1::EventType type, v1::SweepEvent event);
   // Runs the stage's pruner on a progress report; a pruned trial is told to STOP from then on.
   Status MaybePrune(ActiveSweep& sweep, TrialState& trial, const v1::ReportProgressRequest& request);
+  Status PruneSiblings(ActiveSweep& sweep, const TrialState& pruned);
   Status FinishTrial(ActiveSweep& sweep, TrialState& trial, v1::TrialState state,
                      const std::map<std::string, double>& metrics, const v1::ExpertStats& stats, const std::string& error);
   Status Requeue(ActiveSweep& sweep, TrialState& trial, const std::string& reason, bool front);

@@ -72,7 +72,7 @@ TEST(CliUsageTest, BadStageStateLimitTimeout) {
 
   auto state = Cli({"trials", "3", "--state", "done"});
   EXPECT_EQ(state.code, 2);
-  EXPECT_TRUE(Contains(state.err, "--state must be pending, running, succeeded, failed or cancelled")) << state.err;
+  EXPECT_TRUE(Contains(state.err, "--state must be pending, running, succeeded, failed, cancelled or pruned")) << state.err;
 
   auto limit = Cli({"sweeps", "--limit", "0"});
   EXPECT_EQ(limit.code, 2);

@@ -4,6 +4,7 @@
 #include <map>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "common/json.h"
@@ -858,6 +859,39 @@ TEST_F(PruningTest, DecisionsAndTheirEvidenceSurviveARestart) {
     }
   }
   EXPECT_EQ(GetSweep(id).sweep().trials_pruned(), 2);
+}
+
+// A point with a pruned seed cannot win, so its other seeds stop too: running ones are told to
+// STOP, waiting ones end PRUNED without ever being leased.
+TEST_F(PruningTest, APrunedSeedStopsTheOtherSeedsOfItsPoint) {
+  Json spec = Json::parse(kPrunedSpec);
+  spec["seeds"] = {1, 2};
+  int64_t id = Submit(spec.dump());
+  v1::AcquireTrialResponse a, b, c, d, e;
+  RunCurve({0.6, 0.6}, &a);  // Point 0, seeds 1 and 2.
+  RunCurve({0.6, 0.6}, &b);
+  c = Acquire();  // Point 1, seed 1...
+  d = Acquire();  // ...and seed 2, both running.
+  v1::ReportProgressResponse resp;
+  ASSERT_TRUE(Report(d.lease_token(), 1, 0.7, &resp).ok());
+  ASSERT_TRUE(Report(c.lease_token(), 1, 0.5, &resp).ok());
+  ASSERT_TRUE(Report(c.lease_token(), 2, 0.3, &resp).ok());  // Below the median 0.6 of a and b.
+  EXPECT_EQ(resp.directive(), v1::STOP);
+  ASSERT_TRUE(Report(d.lease_token(), 2, 0.9, &resp).ok());  // Its sibling was pruned: it stops too.
+  EXPECT_EQ(resp.directive(), v1::STOP);
+  ASSERT_TRUE(Complete(c.lease_token(), v1::CompleteTrialRequest::FAILED, {}, "stopped").ok());
+  ASSERT_TRUE(Complete(d.lease_token(), v1::CompleteTrialRequest::SUCCEEDED, {{"val_accuracy", 0.95}}).ok());
+  // Point 2, seed 1 is pruned while its seed 2 still waits: that one never runs.
+  EXPECT_EQ(RunCurve({0.5, 0.1}, &e), v1::STOP);
+  v1::AcquireTrialResponse next = Acquire();
+  EXPECT_EQ(Json::parse(next.config_json())["temperature"], 0.8) << "point 2 seed 2 was leased";
+  std::vector<v1::Trial> trials = Trials(id, 1);
+  EXPECT_EQ(trials.at(3).state(), v1::TRIAL_PRUNED);  // d
+  EXPECT_EQ(trials.at(3).error(), fmt::format("pruned with its grid point: seed 1 of the point was pruned (trial {})",
+                                              c.trial_id()));
+  EXPECT_EQ(trials.at(5).state(), v1::TRIAL_PRUNED);  // Point 2, seed 2.
+  EXPECT_EQ(trials.at(5).attempt(), 0);
+  EXPECT_EQ(GetSweep(id).sweep().trials_pruned(), 3);  // c, d and point 2 seed 2 (e still runs).
 }
 
 }  // namespace
