@@ -26,8 +26,13 @@ Status BuiltinRunner::Run(const LeasedTrial& trial, const RunnerHooks& hooks, Ru
   trial_hooks.on_epoch = [&](int epoch, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats) {
     return hooks.on_progress(epoch, metrics, stats);
   };
+  TrainOptions options;
+  options.threads = threads_;
+  options.cache = cache_;
+  options.gpus = trial.gpus;  // config.device "cuda" -> this slot's GPU (worker/device.h)
+  options.gpus_managed = trial.gpus_managed;
   TrialResult result;
-  Status s = RunTrial(config, TrainOptions{threads_, cache_}, trial_hooks, &result);
+  Status s = RunTrial(config, options, trial_hooks, &result);
   outcome->metrics = std::move(result.metrics);
   outcome->expert_stats = std::move(result.expert_stats);
   outcome->stopped = result.stopped;

@@ -21,6 +21,7 @@ constexpr int64_t kParallelMacs = int64_t{1} << 22;
 
 void Gemm(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, float beta, const at::Tensor& c) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "Gemm: 2-D operands only");
+  TORCH_CHECK(a.is_cpu() && b.is_cpu() && c.is_cpu(), "Gemm: CPU tensors only (other devices take the generic path)");
   const int64_t m = c.size(0), n = c.size(1), k = trans_a ? a.size(0) : a.size(1);
   TORCH_CHECK((trans_a ? a.size(1) : a.size(0)) == m && (trans_b ? b.size(0) : b.size(1)) == n &&
                   (trans_b ? b.size(1) : b.size(0)) == k,
