@@ -2,11 +2,10 @@
 
 #include <cstdint>
 
-#include <omp.h>
-
 #include <ATen/ATen.h>
 
-#ifdef MOESWEEP_HAVE_DNNL
+#ifdef MOESWEEP_HAVE_DNNL  // Defined by worker/CMakeLists.txt only when OpenMP is on too.
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>  // The same oneDNN (libdnnl2) that Debian's LibTorch links.
 #endif
 
