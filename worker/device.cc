@@ -1,13 +1,36 @@
 #include "worker/device.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "common/trial_schema.h"
 
 namespace moesweep::worker {
+namespace {
+
+// LibTorch's index of GPU `gpu` (as --gpus names it) under the worker's CUDA_VISIBLE_DEVICES:
+// its position in that list, or itself when the variable is unset. -1 when it is not listed, or
+// the list holds something other than indices (UUIDs).
+int InProcessIndex(int gpu, const std::string& visible) {
+  if (visible.empty()) return gpu;
+  int position = 0;
+  size_t start = 0;
+  while (start <= visible.size()) {
+    const size_t end = std::min(visible.find(',', start), visible.size());
+    const std::string item = visible.substr(start, end - start);
+    if (item.empty() || item.size() > 9 || item.find_first_not_of("0123456789") != std::string::npos) return -1;
+    if (std::stoi(item) == gpu) return position;
+    ++position;
+    start = end + 1;
+  }
+  return -1;
+}
+
+}  // namespace
 
 Status PlaceTrial(const std::string& device, const std::vector<int>& gpus, bool gpus_managed, int cuda_devices,
-                  DevicePlacement* out) {
+                  const std::string& cuda_visible_devices, DevicePlacement* out) {
   DeviceRequest request;
   if (!ParseDevice(device, &request)) {
     return Status::InvalidArgument(fmt::format("config.device: \"{}\" is not one of: cpu, cuda, cuda:N, auto", device));
@@ -44,11 +67,17 @@ Status PlaceTrial(const std::string& device, const std::vector<int>& gpus, bool 
       return Status::InvalidArgument(fmt::format("config.device: \"{}\": the trial has {} GPU(s) (cuda:0 is GPU {})",
                                                  device, gpus.size(), gpus[0]));
     }
-    p.index = gpus[nth];
+    p.index = InProcessIndex(gpus[nth], cuda_visible_devices);
+    if (p.index < 0) {
+      return Status::FailedPrecondition(fmt::format(
+          "config.device: \"{}\" is GPU {} of --gpus, which this worker's CUDA_VISIBLE_DEVICES (\"{}\") does not "
+          "list by index",
+          device, gpus[nth], cuda_visible_devices));
+    }
     if (p.index >= cuda_devices) {
       return Status::FailedPrecondition(fmt::format(
           "config.device: \"{}\" is GPU {} of --gpus, but this worker's LibTorch sees only {} CUDA device(s)", device,
-          p.index, cuda_devices));
+          gpus[nth], cuda_devices));
     }
   } else {
     p.index = nth;

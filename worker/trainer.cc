@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 
@@ -156,7 +157,10 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
   TuneMallocOnce();
   at::set_num_threads(std::max(1, options.threads));
   DevicePlacement placement;
-  if (Status s = PlaceTrial(c.device, options.gpus, options.gpus_managed, CudaDeviceCount(), &placement); !s.ok()) {
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (Status s = PlaceTrial(c.device, options.gpus, options.gpus_managed, CudaDeviceCount(), visible ? visible : "",
+                            &placement);
+      !s.ok()) {
     return s;
   }
   if (!placement.note.empty()) std::fprintf(stderr, "moesweep-worker: %s\n", placement.note.c_str());

@@ -24,7 +24,7 @@ bool HaveCuda() { return torch::cuda::is_available(); }
 
 TEST(PlaceTrialTest, CpuIsTheCpuWhateverTheWorkerHas) {
   DevicePlacement p;
-  ASSERT_TRUE(PlaceTrial("cpu", {3}, true, 4, &p).ok());
+  ASSERT_TRUE(PlaceTrial("cpu", {3}, true, 4, "", &p).ok());
   EXPECT_FALSE(p.cuda);
   EXPECT_TRUE(p.note.empty());
 }
@@ -32,42 +32,55 @@ TEST(PlaceTrialTest, CpuIsTheCpuWhateverTheWorkerHas) {
 TEST(PlaceTrialTest, CudaMapsToTheTrialsOwnGpu) {
   // --gpus 2,3: the slot holding GPU 3 runs "cuda" and "cuda:0" on LibTorch's cuda:3.
   DevicePlacement p;
-  ASSERT_TRUE(PlaceTrial("cuda", {3}, true, 4, &p).ok());
+  ASSERT_TRUE(PlaceTrial("cuda", {3}, true, 4, "", &p).ok());
   EXPECT_TRUE(p.cuda);
   EXPECT_EQ(p.index, 3);
-  ASSERT_TRUE(PlaceTrial("cuda:0", {3}, true, 4, &p).ok());
+  ASSERT_TRUE(PlaceTrial("cuda:0", {3}, true, 4, "", &p).ok());
   EXPECT_EQ(p.index, 3);
-  ASSERT_TRUE(PlaceTrial("cuda:1", {1, 2}, true, 4, &p).ok());
+  ASSERT_TRUE(PlaceTrial("cuda:1", {1, 2}, true, 4, "", &p).ok());
   EXPECT_EQ(p.index, 2);
-  Status s = PlaceTrial("cuda:1", {3}, true, 4, &p);
+  Status s = PlaceTrial("cuda:1", {3}, true, 4, "", &p);
   EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
   EXPECT_EQ(s.message(), "config.device: \"cuda:1\": the trial has 1 GPU(s) (cuda:0 is GPU 3)");
   // Without --gpus the index is LibTorch's own.
-  ASSERT_TRUE(PlaceTrial("cuda:1", {}, false, 2, &p).ok());
+  ASSERT_TRUE(PlaceTrial("cuda:1", {}, false, 2, "", &p).ok());
   EXPECT_EQ(p.index, 1);
-  EXPECT_FALSE(PlaceTrial("cuda:2", {}, false, 2, &p).ok());
+  EXPECT_FALSE(PlaceTrial("cuda:2", {}, false, 2, "", &p).ok());
+}
+
+TEST(PlaceTrialTest, GpusAreMappedThroughTheWorkersOwnCudaVisibleDevices) {
+  // A Slurm job with CUDA_VISIBLE_DEVICES=2,3 and --gpus 2,3: GPU 3 is LibTorch's cuda:1.
+  DevicePlacement p;
+  ASSERT_TRUE(PlaceTrial("cuda", {3}, true, 2, "2,3", &p).ok());
+  EXPECT_EQ(p.index, 1);
+  Status s = PlaceTrial("cuda", {5}, true, 2, "2,3", &p);
+  EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(s.message().find("GPU 5 of --gpus, which this worker's CUDA_VISIBLE_DEVICES (\"2,3\") does not list"),
+            std::string::npos)
+      << s.message();
+  EXPECT_FALSE(PlaceTrial("cuda", {0}, true, 2, "GPU-8f3c,GPU-77aa", &p).ok());  // UUIDs: no index to map.
 }
 
 TEST(PlaceTrialTest, CudaWithoutAGpuFailsClearlyAndAutoFallsBack) {
   DevicePlacement p;
-  Status s = PlaceTrial("cuda", {0}, true, 0, &p);
+  Status s = PlaceTrial("cuda", {0}, true, 0, "", &p);
   EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition);
   EXPECT_NE(s.message().find("config.device: \"cuda\" needs a GPU, but this worker's LibTorch sees no CUDA device"),
             std::string::npos)
       << s.message();
-  s = PlaceTrial("cuda", {}, true, 2, &p);  // Every GPU of --gpus is busy.
+  s = PlaceTrial("cuda", {}, true, 2, "", &p);  // Every GPU of --gpus is busy.
   EXPECT_EQ(s.code(), Status::Code::kFailedPrecondition);
   EXPECT_NE(s.message().find("no GPU"), std::string::npos) << s.message();
-  s = PlaceTrial("cuda", {5}, true, 2, &p);  // --gpus names a device LibTorch cannot see.
+  s = PlaceTrial("cuda", {5}, true, 2, "", &p);  // --gpus names a device LibTorch cannot see.
   EXPECT_NE(s.message().find("GPU 5 of --gpus, but this worker's LibTorch sees only 2"), std::string::npos)
       << s.message();
 
-  ASSERT_TRUE(PlaceTrial("auto", {0}, true, 0, &p).ok());
+  ASSERT_TRUE(PlaceTrial("auto", {0}, true, 0, "", &p).ok());
   EXPECT_FALSE(p.cuda);
   EXPECT_NE(p.note.find("running on the CPU"), std::string::npos);
-  ASSERT_TRUE(PlaceTrial("auto", {}, true, 2, &p).ok());
+  ASSERT_TRUE(PlaceTrial("auto", {}, true, 2, "", &p).ok());
   EXPECT_FALSE(p.cuda);
-  ASSERT_TRUE(PlaceTrial("auto", {1}, true, 2, &p).ok());
+  ASSERT_TRUE(PlaceTrial("auto", {1}, true, 2, "", &p).ok());
   EXPECT_TRUE(p.cuda);
   EXPECT_EQ(p.index, 1);
 }
