@@ -56,8 +56,8 @@ Status PlaceTrial(const std::string& device, const std::vector<int>& gpus, bool 
   if (gpus_managed) {
     if (gpus.empty()) {
       if (!is_auto) {
-        return Status::FailedPrecondition(
-            fmt::format("config.device: \"{}\": the worker gave this trial no GPU (all of its --gpus are busy)", device));
+        return Status::FailedPrecondition(fmt::format(
+            "config.device: \"{}\": the worker gave this trial no GPU (all of its --gpus are busy)", device));
       }
       p.note = "device auto: no GPU of this worker's --gpus is free; running on the CPU";
       *out = p;

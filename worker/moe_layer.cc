@@ -279,7 +279,8 @@ at::Tensor GroupedExpertsImpl::BatchedLayers(at::Tensor h,
 // layer of every expert is one baddbmm; a loop over experts costs 2 E kernel launches per layer
 // and pass, which is most of a small step on a GPU. The padding rows are zeros: they compute
 // something finite that is never read back, so their gradients are zero. The cost is the routing
-// imbalance in FLOPs (the largest expert over the mean, typically 1.2-1.5 at top-2).
+// imbalance in expert FLOPs (the busiest expert's rows over the mean; BENCHMARKS.md, "Worker on a
+// GPU", for when that should give way to a loop).
 at::Tensor GroupedExpertsImpl::ForwardBatched(const at::Tensor& x_sorted, const std::vector<int64_t>& counts,
                                               const at::Tensor& row_experts) {
   const int64_t e = num_experts_, rows = x_sorted.size(0), d = x_sorted.size(1);
@@ -296,8 +297,8 @@ at::Tensor GroupedExpertsImpl::ForwardBatched(const at::Tensor& x_sorted, const 
     std::vector<int64_t> starts(e, 0);
     for (int64_t i = 1; i < e; ++i) starts[i] = starts[i - 1] + counts[i - 1];
     const at::Tensor re = row_experts.defined() ? row_experts : RowExperts(counts, rows).to(x_sorted.device());
-    const at::Tensor rank = at::arange(rows, on_device) - at::tensor(starts, at::kLong).to(x_sorted.device()).index_select(0, re);
-    dest = re * cap + rank;
+    const at::Tensor first_row = at::tensor(starts, at::kLong).to(x_sorted.device()).index_select(0, re);
+    dest = re * cap + (at::arange(rows, on_device) - first_row);  // expert * capacity + rank within it
     h = at::zeros({e * cap, d}, h.options()).index_copy(0, dest, h);
   }
   std::function<at::Tensor(const at::Tensor&)> dropout;

@@ -201,7 +201,8 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
   int64_t params_total = 0, params_inactive = 0;
   for (const at::Tensor& p : params) params_total += p.numel();
   for (const MoELayer& layer : model->moe_layers()) params_inactive += layer->inactive_params();
-  std::unique_ptr<AdamW> optimizer = MakeAdamW(params, AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay}, compute.generic);
+  std::unique_ptr<AdamW> optimizer =
+      MakeAdamW(params, AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay}, compute.generic);
 
   const int64_t n_train = data->train_x.size(0);
   const int64_t batch = std::min(c.batch_size, n_train);

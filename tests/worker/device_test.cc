@@ -294,7 +294,8 @@ TEST(DeviceTrialTest, Bf16TrainsOnTheCpuAndItsLossFalls) {
 
 TEST(CudaTest, CudaTrialEqualsTheCpuKernels) {
   if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
-  for (const char* model : {R"({"num_blocks": 2})", R"({"model": "moe_transformer", "token_dim": 4, "num_heads": 2})"}) {
+  for (const char* model :
+       {R"({"num_blocks": 2})", R"({"model": "moe_transformer", "token_dim": 4, "num_heads": 2})"}) {
     TrialResult cpu, gpu;
     ASSERT_TRUE(RunTrial(Config(model), TrainOptions{}, TrialHooks{}, &cpu).ok());
     Json j = Json::parse(model);
