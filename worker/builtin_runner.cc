@@ -1,5 +1,7 @@
 #include "worker/builtin_runner.h"
 
+#include <torch/cuda.h>
+
 #include "common/sweep_spec.h"
 #include "worker/datasets.h"
 #include "worker/trainer.h"
@@ -17,6 +19,10 @@ BuiltinRunner::BuiltinRunner(int threads, DatasetCache* cache) : threads_(thread
 BuiltinRunner::~BuiltinRunner() = default;
 
 std::string BuiltinRunner::kind() const { return TrainerSpec::kBuiltin; }
+
+int BuiltinRunner::CudaDevices() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
 
 Status BuiltinRunner::Run(const LeasedTrial& trial, const RunnerHooks& hooks, RunOutcome* outcome) {
   TrialConfig config;
