@@ -8,6 +8,7 @@ the kept (token, expert) slots by expert and index_add_, torch.optim.AdamW,
 torch.nn.utils.clip_grad_norm_, a per-step cosine schedule set through param_groups.
 
     /usr/bin/python3 bench/moe_peer.py CONFIG.json [--threads T] [--epochs N] [--profile] [--json OUT]
+                                       [--device cpu|cuda] [--precision fp32|bf16]
 
 Per-epoch lines go to stderr (like the worker's), a JSON summary to stdout. samples_per_sec covers
 the training phase of an epoch only (batch gather, forward, losses, backward, clipping, optimizer),
@@ -17,10 +18,16 @@ not data loading or evaluation, exactly like the worker's metric.
 main loss, backward of the diversity term, clipping, optimizer, zero_grad). It does the same
 arithmetic: the diversity term is backpropagated on its own, which accumulates the same gradients.
 
-Only what the worker benchmarks need is supported: model moe_mlp and dataset fashion-mnist.
-Use Debian's /usr/bin/python3 (python3-torch 1.13, the LibTorch build the worker links).
+Only what the worker benchmarks need is supported: model moe_mlp, and dataset fashion-mnist or
+synthetic. For synthetic the peer draws random data of the config's shape (input_dim features,
+num_classes labels): the GPU benchmark (bench/gpu_bench.sh) compares throughput, which does not
+depend on the values. --device cuda trains on the GPU; --precision bf16 runs the forward under
+torch.autocast(bfloat16), weights and optimizer in float32. Use Debian's /usr/bin/python3
+(python3-torch 1.13, the LibTorch build the worker links) on the CPU, and the machine's PyTorch on a
+GPU.
 """
 import argparse
+import contextlib
 import gzip
 import json
 import math
@@ -44,6 +51,7 @@ DEFAULTS = {
     "epochs": 5, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 0, "grad_clip": 1.0,
     "label_smoothing": 0.0, "mixup_alpha": 0.0, "mixup_prob": 0.0, "early_stopping_patience": 0,
     "seed": 0, "data_seed": 1234, "dataset": "synthetic", "train_size": 0, "val_size": 0,
+    "input_dim": 32, "num_classes": 10,
     "data_dir": "/usr/share/datasets/fashion-mnist",
 }
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -56,8 +64,8 @@ def load_config(path):
     c.update(raw)
     if c["model"] != "moe_mlp":
         sys.exit("moe_peer.py: only model moe_mlp is implemented")
-    if c["dataset"] != "fashion-mnist":
-        sys.exit("moe_peer.py: only dataset fashion-mnist is implemented")
+    if c["dataset"] not in ("fashion-mnist", "synthetic"):
+        sys.exit("moe_peer.py: only datasets fashion-mnist and synthetic are implemented")
     if c["early_stopping_patience"] != 0:
         sys.exit("moe_peer.py: early stopping is not implemented")
     return c
@@ -72,6 +80,15 @@ def read_idx(path):
     magic, = struct.unpack(">I", data[:4])
     dims = struct.unpack(">" + "I" * (magic & 0xFF), data[4:4 + 4 * (magic & 0xFF)])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+
+
+def load_random(c):
+    """Random data of the config's shape (synthetic: 4096 / 1024 samples unless sized)."""
+    g = torch.Generator().manual_seed(c["data_seed"])
+    def split(n):
+        x = torch.randn(n, c["input_dim"], generator=g)
+        return x, torch.randint(0, c["num_classes"], (n,), generator=g)
+    return split(c["train_size"] or 4096), split(c["val_size"] or 1024), c["num_classes"]
 
 
 def load_fashion(c):
@@ -248,17 +265,26 @@ def main():
     ap.add_argument("--profile", action="store_true", help="time the phases of each step")
     ap.add_argument("--foreach", action="store_true", help="torch.optim.AdamW(foreach=True) (default: False, torch 1.13's default)")
     ap.add_argument("--json", help="also write the summary here")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast the forward")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     c = load_config(args.config)
     if args.epochs:
         c["epochs"] = args.epochs
-    (train_x, train_y), (val_x, val_y), classes = load_fashion(c)
+    device = torch.device(args.device)
+    if args.precision == "bf16" and device.type != "cuda":
+        sys.exit("moe_peer.py: --precision bf16 needs --device cuda (CPU autocast of torch 1.13 breaks on layer_norm)")
+    (train_x, train_y), (val_x, val_y), classes = load_fashion(c) if c["dataset"] == "fashion-mnist" else load_random(c)
+    train_x, train_y, val_x, val_y = (t.to(device) for t in (train_x, train_y, val_x, val_y))
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     torch.manual_seed(c["seed"])  # initialisation and dropout
     shuffle = torch.Generator().manual_seed(c["seed"])
-    model = MoeMlp(c, train_x.shape[1], classes)
+    model = MoeMlp(c, train_x.shape[1], classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c["lr"], betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=c["weight_decay"], foreach=args.foreach or None)
     params = list(model.parameters())
@@ -277,7 +303,7 @@ def main():
     for epoch in range(1, c["epochs"] + 1):
         model.train()
         prof = {p: 0.0 for p in phases}
-        order = torch.randperm(n, generator=shuffle)
+        order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum, seen = 0.0, 0
         t_epoch = time.perf_counter()
         for b in range(steps_per_epoch):
@@ -286,11 +312,12 @@ def main():
             y2, lam = None, 1.0
             if mixup and torch.rand(1, generator=shuffle).item() < c["mixup_prob"]:
                 lam = beta.sample().item()
-                partner = torch.randperm(len(idx), generator=shuffle)
+                partner = torch.randperm(len(idx), generator=shuffle).to(device)
                 x = x * lam + x[partner] * (1 - lam)
                 y2 = y[partner]
             t0 = time.perf_counter()
-            logits = model(x)
+            with autocast:
+                logits = model(x).float()
             loss = F.cross_entropy(logits, y, label_smoothing=c["label_smoothing"])
             if y2 is not None:
                 loss = loss * lam + F.cross_entropy(logits, y2, label_smoothing=c["label_smoothing"]) * (1 - lam)
@@ -331,6 +358,7 @@ def main():
             if args.profile:
                 for p, dt in zip(phases, (t2 - t0 - div_seconds, div_seconds, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)):
                     prof[p] += dt
+        sync()
         epoch_seconds = time.perf_counter() - t_epoch
         val_loss, val_acc = evaluate(model, val_x, val_y)
         rec = {"epoch": epoch, "train_loss": loss_sum / seen, "val_loss": val_loss, "val_accuracy": val_acc,
@@ -347,7 +375,8 @@ def main():
 
     after = epochs_out[1:] or epochs_out
     summary = {
-        "config": args.config, "threads": args.threads, "foreach": args.foreach,
+        "config": args.config, "threads": args.threads, "foreach": args.foreach, "device": args.device,
+        "precision": args.precision,
         "torch": torch.__version__, "params_total": sum(p.numel() for p in params),
         "samples_per_sec_after_warmup": sum(len(train_x) for _ in after) / sum(e["train_phase_seconds"] for e in after),
         "val_accuracy": epochs_out[-1]["val_accuracy"], "epochs": epochs_out,

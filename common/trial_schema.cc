@@ -81,6 +81,8 @@ std::vector<ConfigKey> BuildKeys() {
       Num("mixup_alpha", 0.0, 0, kInf, "Mixup Beta(alpha, alpha); 0 disables mixup."),
       Num("mixup_prob", 0.0, 0, 1, "Probability that a batch is mixed."),
       Int("early_stopping_patience", 0, 0, 100000, "Stop after this many epochs without a better validation objective; 0 disables."),
+      Str("device", "cpu", {"cpu", "cuda", "cuda:N", "auto"}, "Where the built-in trainer runs: cuda = the GPU the worker gives the trial (cuda:N = its N-th); auto = a GPU when the worker has one free, else the CPU (metric device_cuda says which)."),
+      Str("precision", "fp32", {"fp32", "bf16"}, "Matrix products and expert activations in bfloat16 (bf16) or float32; parameters and optimizer state stay float32."),
       Int("seed", 0, 0, 9007199254740991.0, "Initialisation, shuffling and dropout seed (set per trial from the sweep's seeds)."),
       Int("data_seed", 1234, 0, 9007199254740991.0, "Seed of the data (synthetic generation, subsets), fixed so every seed sees the same data."),
       // Data
@@ -115,6 +117,16 @@ std::string Suggest(std::string_view name, const std::vector<std::string_view>& 
 }
 
 std::string FormatNumber(double v) { return fmt::format("{}", v); }
+
+// A choice ending in ":N" ("cuda:N") stands for its prefix and a non-negative integer.
+bool MatchesChoice(const std::string& choice, const std::string& value) {
+  if (choice.size() < 2 || choice.compare(choice.size() - 2, 2, ":N") != 0) return choice == value;
+  const size_t prefix = choice.size() - 1;  // "cuda:"
+  if (value.size() <= prefix || value.size() > prefix + 9 || value.compare(0, prefix, choice, 0, prefix) != 0) {
+    return false;
+  }
+  return std::all_of(value.begin() + prefix, value.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
 
 }  // namespace
 
@@ -165,8 +177,9 @@ Status CheckConfigValue(const ConfigKey& key, const Json& value, const std::stri
         return Status::InvalidArgument(fmt::format("{}: a string of {} bytes is longer than the limit of {} bytes", path,
                                                    value.get_ref<const std::string&>().size(), kMaxStringBytes));
       }
-      if (!key.choices.empty() &&
-          std::find(key.choices.begin(), key.choices.end(), value.get<std::string>()) == key.choices.end()) {
+      if (!key.choices.empty() && std::none_of(key.choices.begin(), key.choices.end(), [&](const std::string& c) {
+            return MatchesChoice(c, value.get_ref<const std::string&>());
+          })) {
         return Status::InvalidArgument(fmt::format("{}: {} is not one of: {}", path, Abbreviate(value),
                                                    fmt::join(key.choices, ", ")));
       }
@@ -283,6 +296,32 @@ void CheckCrossKeyRules(const Json& config, const std::string& path, std::vector
   }
 }
 
+bool ParseDevice(const std::string& text, DeviceRequest* out) {
+  DeviceRequest d;
+  if (text == "cpu") {
+    d.kind = DeviceRequest::kCpu;
+  } else if (text == "auto") {
+    d.kind = DeviceRequest::kAuto;
+  } else if (text == "cuda") {
+    d.kind = DeviceRequest::kCuda;
+  } else if (MatchesChoice("cuda:N", text)) {
+    d.kind = DeviceRequest::kCuda;
+    d.index = std::stoi(text.substr(5));
+  } else {
+    return false;
+  }
+  *out = d;
+  return true;
+}
+
+bool TrialNeedsGpu(const Json& config) {
+  if (!config.is_object()) return false;
+  auto it = config.find("device");
+  DeviceRequest d;
+  return it != config.end() && it->is_string() && ParseDevice(it->get<std::string>(), &d) &&
+         d.kind == DeviceRequest::kCuda;
+}
+
 Json WithDefaults(const Json& config) {
   Json out = Json::object();
   for (const ConfigKey& k : TrialConfigKeys()) {
@@ -296,7 +335,7 @@ const std::vector<std::string>& KnownMetrics() {
   static const std::vector<std::string> metrics = {
       "epoch", "train_loss", "val_loss", "val_accuracy", "lr", "samples_per_sec",
       "val_top5_accuracy", "mAP", "rank1", "rank5", "params_total", "params_active",
-      "train_seconds", "best_epoch"};
+      "train_seconds", "best_epoch", "device_cuda"};
   return metrics;
 }
 

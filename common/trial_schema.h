@@ -55,6 +55,19 @@ void CheckCrossKeyRules(const Json& config, const std::string& path, std::vector
 // The keys each cross-key rule reads, one group per rule.
 const std::vector<std::vector<std::string>>& CrossKeyRuleKeys();
 
+// The `device` key of a built-in trial: "cpu", "auto", "cuda" or "cuda:N" (index N among the
+// GPUs the worker gave the trial; -1 for plain "cuda").
+struct DeviceRequest {
+  enum Kind { kCpu, kAuto, kCuda } kind = kCpu;
+  int index = -1;
+};
+// false when `text` is none of those.
+bool ParseDevice(const std::string& text, DeviceRequest* out);
+
+// Whether a built-in trial with this config must have a GPU (device "cuda" or "cuda:N"): the
+// coordinator leases it only to a worker that offers a free one. "auto" trials go anywhere.
+bool TrialNeedsGpu(const Json& config);
+
 // `config` with every missing key set to its default.
 Json WithDefaults(const Json& config);
 

@@ -33,6 +33,14 @@ std::map<std::string, double> ToMap(const google::protobuf::Map<std::string, dou
 
 // Stored configs were written by this coordinator, but a parse must still never throw here: an
 // exception on the coordinator's thread ends the process.
+// Whether a trial must go to a worker with a free GPU: only built-in trials say so, through their
+// config's device (a command trainer asks through its own "gpus").
+bool NeedsGpu(const TrainerSpec& trainer, const std::string& config_json) {
+  if (trainer.kind != TrainerSpec::kBuiltin) return false;
+  Json config;
+  return ParseJson(config_json, &config).ok() && TrialNeedsGpu(config);
+}
+
 Json WithoutSeed(const std::string& config_json) {
   Json config;
   if (!ParseJson(config_json, &config).ok() || !config.is_object()) return Json::object();
@@ -228,6 +236,7 @@ Status SweepEngine::CreateTrials(ActiveSweep& sweep, int stage, const std::vecto
     t.seed = p.seed;
     t.point_json = trial.point_json();
     t.config_json = trial.config_json();
+    t.needs_gpu = NeedsGpu(sweep.spec.trainer, t.config_json);
     if (original) {
       reusable->emplace_back(id, std::move(*original));
     } else {
@@ -250,6 +259,16 @@ static bool CanRun(const v1::AcquireTrialRequest& request, const TrainerSpec& tr
          request.trainer_kinds().end();
 }
 
+size_t SweepEngine::FirstLeasable(const v1::AcquireTrialRequest& request, const ActiveSweep& sweep) const {
+  if (sweep.state != v1::SWEEP_RUNNING || !CanRun(request, sweep.spec.trainer)) return sweep.pending.size();
+  // Trials in order, except that one needing a GPU waits for a worker with a free one while those
+  // behind it go elsewhere. A scan only when the front must wait: O(pending) at worst.
+  if (request.free_gpus() >= 1) return 0;
+  size_t i = 0;
+  while (i < sweep.pending.size() && trials_.at(sweep.pending[i]).needs_gpu) ++i;
+  return i;
+}
+
 bool SweepEngine::HasPendingTrials() const {
   for (const auto& [id, sweep] : sweeps_) {
     if (sweep.state == v1::SWEEP_RUNNING && !sweep.pending.empty()) return true;
@@ -259,7 +278,7 @@ bool SweepEngine::HasPendingTrials() const {
 
 bool SweepEngine::CanServe(const v1::AcquireTrialRequest& request) const {
   for (const auto& [id, sweep] : sweeps_) {
-    if (sweep.state == v1::SWEEP_RUNNING && !sweep.pending.empty() && CanRun(request, sweep.spec.trainer)) return true;
+    if (FirstLeasable(request, sweep) < sweep.pending.size()) return true;
   }
   return false;
 }
@@ -282,13 +301,13 @@ Status SweepEngine::Acquire(const v1::AcquireTrialRequest& request, v1::AcquireT
   const std::string& worker = request.worker();
   response->set_has_trial(false);
   for (auto& [sweep_id, sweep] : sweeps_) {
-    if (sweep.state != v1::SWEEP_RUNNING || sweep.pending.empty()) continue;
-    if (!CanRun(request, sweep.spec.trainer)) continue;
-    TrialState& t = trials_.at(sweep.pending.front());
+    const size_t next = FirstLeasable(request, sweep);
+    if (next >= sweep.pending.size()) continue;
+    TrialState& t = trials_.at(sweep.pending[next]);
     double now = clock_->Now();
     std::string token = NewToken();
     RETURN_IF_ERROR(store_->MarkTrialLeased(t.id, t.attempt + 1, token, worker, now));
-    sweep.pending.pop_front();
+    sweep.pending.erase(sweep.pending.begin() + static_cast<std::ptrdiff_t>(next));
     if (!t.token.empty()) tokens_.erase(t.token);
     ++t.attempt;
     t.token = token;
@@ -816,6 +835,7 @@ Status SweepEngine::Recover() {
         t.config_json = tr.trial.config_json();
         t.prune_reason = tr.prune_reason;
         if (!t.prune_reason.empty() && t.state == v1::TRIAL_RUNNING) t.last_metrics = ToMap(tr.trial.metrics());
+        t.needs_gpu = NeedsGpu(sweep.spec.trainer, t.config_json);
         progress.trial_ids.push_back(t.id);
         ++progress.total;
         if (IsTerminal(t.state)) ++progress.done;

@@ -97,6 +97,7 @@ class SweepEngine {
     std::string error;
     std::string point_json;
     std::string config_json;
+    bool needs_gpu = false;   // A built-in trial with device "cuda" (TrialNeedsGpu).
     int64_t reused_from = 0;  // The trial whose results this one took, or 0.
     std::string prune_reason;  // The pruner told it to stop (it ends PRUNED), and why.
     std::map<std::string, double> last_metrics;  // Of a pruned trial: its report at the decision.
@@ -137,6 +138,9 @@ class SweepEngine {
   Status FinishTrial(ActiveSweep& sweep, TrialState& trial, v1::TrialState state,
                      const std::map<std::string, double>& metrics, const v1::ExpertStats& stats, const std::string& error);
   Status Requeue(ActiveSweep& sweep, TrialState& trial, const std::string& reason, bool front);
+  // Position in sweep.pending of the first trial the worker offering `request` can run, or
+  // pending.size() when there is none.
+  size_t FirstLeasable(const v1::AcquireTrialRequest& request, const ActiveSweep& sweep) const;
   Status OnTrialTerminal(ActiveSweep& sweep, const TrialState& trial);
   Status DecideOpenStage(ActiveSweep& sweep, int stage);
   Status StartStage(ActiveSweep& sweep, int stage, const Json& carried);

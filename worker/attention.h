@@ -15,6 +15,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "worker/compute.h"
 #include "worker/linear.h"
 #include "worker/rng.h"
 
@@ -28,6 +29,7 @@ struct AttentionOptions {
   double attention_dropout = 0.0;
   double head_dropout = 0.0;
   int64_t window_size = 20;
+  Compute compute;  // bf16: the projections and the attention products in bfloat16.
 };
 
 struct AttentionImpl : torch::nn::Module {
@@ -37,12 +39,12 @@ struct AttentionImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
 
  private:
-  at::Tensor WindowMask(int64_t t);
+  at::Tensor WindowMask(int64_t t, at::Device device);
 
   AttentionOptions options_;
   TrialRng* rng_;
   Dense qkv_{nullptr}, out_{nullptr}, gate_{nullptr};
-  at::Tensor window_mask_;  // Additive [T, T] mask, cached for the last T.
+  at::Tensor window_mask_;  // Additive [T, T] mask, cached for the last T and device.
 };
 TORCH_MODULE(Attention);
 

@@ -1,5 +1,7 @@
 #include "worker/builtin_runner.h"
 
+#include <torch/cuda.h>
+
 #include "common/sweep_spec.h"
 #include "worker/datasets.h"
 #include "worker/trainer.h"
@@ -18,6 +20,10 @@ BuiltinRunner::~BuiltinRunner() = default;
 
 std::string BuiltinRunner::kind() const { return TrainerSpec::kBuiltin; }
 
+int BuiltinRunner::CudaDevices() {
+  return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+}
+
 Status BuiltinRunner::Run(const LeasedTrial& trial, const RunnerHooks& hooks, RunOutcome* outcome) {
   TrialConfig config;
   if (Status s = ParseTrialConfigText(trial.config_json, &config); !s.ok()) return s;
@@ -26,8 +32,13 @@ Status BuiltinRunner::Run(const LeasedTrial& trial, const RunnerHooks& hooks, Ru
   trial_hooks.on_epoch = [&](int epoch, const Metrics& metrics, const std::vector<ExpertLayerSummary>& stats) {
     return hooks.on_progress(epoch, metrics, stats);
   };
+  TrainOptions options;
+  options.threads = threads_;
+  options.cache = cache_;
+  options.gpus = trial.gpus;  // config.device "cuda" -> this slot's GPU (worker/device.h)
+  options.gpus_managed = trial.gpus_managed;
   TrialResult result;
-  Status s = RunTrial(config, TrainOptions{threads_, cache_}, trial_hooks, &result);
+  Status s = RunTrial(config, options, trial_hooks, &result);
   outcome->metrics = std::move(result.metrics);
   outcome->expert_stats = std::move(result.expert_stats);
   outcome->stopped = result.stopped;

@@ -18,6 +18,8 @@ class BuiltinRunner final : public TrialRunner {
   ~BuiltinRunner() override;
 
   std::string kind() const override;
+  // CUDA devices this process's LibTorch sees: 0 in a CPU-only build (for the startup log).
+  static int CudaDevices();
   Status Run(const LeasedTrial& trial, const RunnerHooks& hooks, RunOutcome* outcome) override;
 
  private:

@@ -2,11 +2,10 @@
 
 #include <cstdint>
 
-#include <omp.h>
-
 #include <ATen/ATen.h>
 
-#ifdef MOESWEEP_HAVE_DNNL
+#ifdef MOESWEEP_HAVE_DNNL  // Defined by worker/CMakeLists.txt only when OpenMP is on too.
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>  // The same oneDNN (libdnnl2) that Debian's LibTorch links.
 #endif
 
@@ -21,6 +20,7 @@ constexpr int64_t kParallelMacs = int64_t{1} << 22;
 
 void Gemm(const at::Tensor& a, bool trans_a, const at::Tensor& b, bool trans_b, float beta, const at::Tensor& c) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "Gemm: 2-D operands only");
+  TORCH_CHECK(a.is_cpu() && b.is_cpu() && c.is_cpu(), "Gemm: CPU tensors only (other devices take the generic path)");
   const int64_t m = c.size(0), n = c.size(1), k = trans_a ? a.size(0) : a.size(1);
   TORCH_CHECK((trans_a ? a.size(1) : a.size(0)) == m && (trans_b ? b.size(0) : b.size(1)) == n &&
                   (trans_b ? b.size(1) : b.size(0)) == k,

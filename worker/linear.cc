@@ -52,7 +52,7 @@ class DenseFunction : public torch::autograd::Function<DenseFunction> {
 
 }  // namespace
 
-DenseImpl::DenseImpl(int64_t in, int64_t out, TrialRng* rng) {
+DenseImpl::DenseImpl(int64_t in, int64_t out, TrialRng* rng, Compute compute) : compute_(compute) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));
   at::NoGradGuard no_grad;
   weight = register_parameter("weight", at::empty({out, in}).uniform_(-bound, bound, rng->generator()));
@@ -60,6 +60,10 @@ DenseImpl::DenseImpl(int64_t in, int64_t out, TrialRng* rng) {
 }
 
 at::Tensor DenseImpl::forward(const at::Tensor& x) {
+  if (compute_.generic) {
+    if (!compute_.bf16) return at::linear(x, weight, bias);
+    return at::linear(x.to(at::kBFloat16), weight.to(at::kBFloat16), bias.to(at::kBFloat16)).to(x.scalar_type());
+  }
   const int64_t in = weight.size(1), out = weight.size(0);
   if (x.dim() == 2) return DenseFunction::apply(x.contiguous(), weight, bias)[0];
   std::vector<int64_t> sizes = x.sizes().vec();

@@ -109,6 +109,24 @@ at::Tensor ParamCosineSimilarity(const std::vector<at::Tensor>& stacked) {
   return ParamCosine::apply(at::TensorList(stacked))[0];
 }
 
+at::Tensor ParamCosineSimilarityTensorOps(const std::vector<at::Tensor>& stacked) {
+  const int64_t e = stacked.at(0).size(0);
+  if (e < 2) return at::zeros({}, stacked[0].options());
+  // Per tensor rather than through one concatenated [E, P] copy of every parameter.
+  at::Tensor sq;
+  for (const at::Tensor& p : stacked) {
+    at::Tensor t = p.reshape({e, -1}).pow(2).sum(1);
+    sq = sq.defined() ? sq + t : t;
+  }
+  const at::Tensor inv = sq.sqrt().clamp_min(kEps).reciprocal().unsqueeze(1);  // [E, 1]
+  at::Tensor total;
+  for (const at::Tensor& p : stacked) {
+    at::Tensor t = (p.reshape({e, -1}) * inv).sum(0).pow(2).sum();  // |s restricted to p|^2
+    total = total.defined() ? total + t : t;
+  }
+  return OffDiagonalMean(total, e);
+}
+
 at::Tensor ParamCosineSimilarityReference(const std::vector<at::Tensor>& stacked) {
   const int64_t e = stacked.at(0).size(0);
   if (e < 2) return at::zeros({}, stacked[0].options());

@@ -28,6 +28,10 @@ at::Tensor RouterZLoss(const at::Tensor& logits);
 // expert FFN computes the same loss inside its own passes (GroupedExperts::forward).
 at::Tensor ParamCosineSimilarity(const std::vector<at::Tensor>& stacked);
 
+// The same in O(E * P) with LibTorch ops and plain autograd, on any device: the generic path's
+// version (worker/compute.h). Gradients come back through autograd as usual.
+at::Tensor ParamCosineSimilarityTensorOps(const std::vector<at::Tensor>& stacked);
+
 // The same through the E x E Gram matrix with plain autograd (for tests).
 at::Tensor ParamCosineSimilarityReference(const std::vector<at::Tensor>& stacked);
 

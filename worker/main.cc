@@ -87,6 +87,12 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<mw::TrialRunner>> runners;
 #ifdef MOESWEEP_WITH_BUILTIN
   runners.push_back(std::make_unique<mw::BuiltinRunner>(flags.threads_per_trial, nullptr));
+  if (!flags.gpus.empty() && mw::BuiltinRunner::CudaDevices() == 0) {
+    // Leased cuda trials would fail one by one; say why once, up front.
+    std::fprintf(stderr,
+                 "moesweep-worker: warning: --gpus given, but this worker's LibTorch sees no CUDA device: built-in "
+                 "trials with device \"cuda\" will fail here (command trainers are not affected)\n");
+  }
 #endif
   mw::CommandRunnerOptions command;
   command.log_dir = flags.log_dir;

@@ -44,9 +44,10 @@ RetrievalMetrics ComputeRetrieval(const at::Tensor& embeddings, const at::Tensor
   RetrievalMetrics m;
   const int64_t n = embeddings.size(0);
   if (n < 2) return m;
-  at::Tensor e = embeddings.to(at::kFloat).contiguous();
+  // The ranking loops read CPU memory; embeddings on another device come over once.
+  at::Tensor e = embeddings.to(at::kCPU, at::kFloat).contiguous();
   e = e / e.norm(2, {1}, true).clamp_min(1e-12);
-  const at::Tensor y_tensor = labels.to(at::kLong).contiguous();
+  const at::Tensor y_tensor = labels.to(at::kCPU, at::kLong).contiguous();
   const int64_t* y = y_tensor.data_ptr<int64_t>();
   // Per-query results, summed in query order afterwards so the totals do not depend on threads.
   std::vector<double> ap(n, 0.0), hit1(n, 0.0), hit5(n, 0.0);

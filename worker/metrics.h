@@ -13,7 +13,8 @@ struct RetrievalMetrics {
 };
 
 // Each sample queries all others by cosine similarity of `embeddings` [N, D]; relevant = same
-// label. Ties are broken by sample index. Blocks of 256 queries, each ranked with a radix sort:
+// label. Ties are broken by sample index. Computed on the CPU whatever the tensors' device.
+// Blocks of 256 queries, each ranked with a radix sort:
 // O(N^2) time, O(256 N) memory.
 RetrievalMetrics ComputeRetrieval(const at::Tensor& embeddings, const at::Tensor& labels);
 

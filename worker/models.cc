@@ -11,13 +11,14 @@ namespace {
 
 class MoeMlpImpl : public ModelImpl {
  public:
-  MoeMlpImpl(const TrialConfig& c, const InputShape& shape, TrialRng* rng) {
-    input_ = register_module("input", Dense(shape.features, c.d_model, rng));
-    const MoELayerOptions opts = MoEOptionsFromConfig(c);
+  MoeMlpImpl(const TrialConfig& c, const InputShape& shape, const Compute& compute, TrialRng* rng) {
+    input_ = register_module("input", Dense(shape.features, c.d_model, rng, compute));
+    MoELayerOptions opts = MoEOptionsFromConfig(c);
+    opts.compute = compute;
     for (int64_t i = 0; i < c.num_blocks; ++i) {
       moe_layers_.push_back(register_module("moe" + std::to_string(i), MoELayer(opts, rng)));
     }
-    head_ = register_module("head", Dense(c.d_model, shape.num_classes, rng));
+    head_ = register_module("head", Dense(c.d_model, shape.num_classes, rng, compute));
   }
 
   ModelOutput forward(const at::Tensor& x) override {
@@ -32,7 +33,8 @@ class MoeMlpImpl : public ModelImpl {
 
 class MoeTransformerImpl : public ModelImpl {
  public:
-  MoeTransformerImpl(const TrialConfig& c, const InputShape& shape, TrialRng* rng) : shape_(shape) {
+  MoeTransformerImpl(const TrialConfig& c, const InputShape& shape, const Compute& compute, TrialRng* rng)
+      : shape_(shape) {
     const int64_t d = c.d_model;
     if (shape.height > 0) {
       patch_ = c.patch_size;
@@ -44,7 +46,7 @@ class MoeTransformerImpl : public ModelImpl {
       token_in_ = c.token_dim;
       tokens_ = (shape.features + c.token_dim - 1) / c.token_dim;
     }
-    embed_ = register_module("embed", Dense(token_in_, d, rng));
+    embed_ = register_module("embed", Dense(token_in_, d, rng, compute));
     {
       at::NoGradGuard no_grad;
       pos_ = register_parameter("pos", at::empty({tokens_, d}).normal_(0.0, 0.02, rng->generator()));
@@ -57,7 +59,9 @@ class MoeTransformerImpl : public ModelImpl {
     ao.attention_dropout = c.attention_dropout;
     ao.head_dropout = c.head_dropout;
     ao.window_size = c.window_size;
-    const MoELayerOptions mo = MoEOptionsFromConfig(c);
+    ao.compute = compute;
+    MoELayerOptions mo = MoEOptionsFromConfig(c);
+    mo.compute = compute;
     for (int64_t i = 0; i < c.num_blocks; ++i) {
       const std::string n = std::to_string(i);
       ln1_.push_back(register_module("ln1_" + n, torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}))));
@@ -66,7 +70,7 @@ class MoeTransformerImpl : public ModelImpl {
       moe_layers_.push_back(register_module("moe" + n, MoELayer(mo, rng)));
     }
     final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-    head_ = register_module("head", Dense(d, shape.num_classes, rng));
+    head_ = register_module("head", Dense(d, shape.num_classes, rng, compute));
   }
 
   ModelOutput forward(const at::Tensor& x) override {
@@ -132,16 +136,16 @@ MoELayerOptions MoEOptionsFromConfig(const TrialConfig& c) {
   return o;
 }
 
-Status BuildModel(const TrialConfig& config, const InputShape& shape, TrialRng* rng,
+Status BuildModel(const TrialConfig& config, const InputShape& shape, const Compute& compute, TrialRng* rng,
                   std::shared_ptr<ModelImpl>* out) {
   if (shape.features <= 0 || shape.num_classes < 2) {
     return Status::InvalidArgument(
         fmt::format("data has {} features and {} classes; need at least 1 and 2", shape.features, shape.num_classes));
   }
   if (config.model == "moe_mlp") {
-    *out = std::make_shared<MoeMlpImpl>(config, shape, rng);
+    *out = std::make_shared<MoeMlpImpl>(config, shape, compute, rng);
   } else if (config.model == "moe_transformer") {
-    *out = std::make_shared<MoeTransformerImpl>(config, shape, rng);
+    *out = std::make_shared<MoeTransformerImpl>(config, shape, compute, rng);
   } else {
     return Status::InvalidArgument(fmt::format("config.model: unknown model \"{}\"", config.model));
   }

@@ -13,6 +13,7 @@
 #include <torch/nn/module.h>
 
 #include "common/status.h"
+#include "worker/compute.h"
 #include "worker/moe_layer.h"
 #include "worker/trial_config.h"
 
@@ -42,8 +43,9 @@ class ModelImpl : public torch::nn::Module {
   std::vector<MoELayer> moe_layers_;
 };
 
-// Builds the model the config describes, initialised from `rng` (which must outlive it).
-Status BuildModel(const TrialConfig& config, const InputShape& shape, TrialRng* rng,
+// Builds the model the config describes, on the CPU, initialised from `rng` (which must outlive
+// it), its layers computing as `compute` says (move it with ->to(device) for another device).
+Status BuildModel(const TrialConfig& config, const InputShape& shape, const Compute& compute, TrialRng* rng,
                   std::shared_ptr<ModelImpl>* out);
 
 // MoE layer options from a config (aux losses enabled where their weight is non-zero).

@@ -223,8 +223,8 @@ void InitUniform(at::Tensor& t, double bound, TrialRng* rng) {
 // GroupedExperts
 
 GroupedExpertsImpl::GroupedExpertsImpl(int64_t num_experts, int64_t d_model, int64_t hidden, int64_t layers,
-                                       double dropout, TrialRng* rng)
-    : num_experts_(num_experts), dropout_(dropout), rng_(rng) {
+                                       double dropout, TrialRng* rng, Compute compute)
+    : num_experts_(num_experts), dropout_(dropout), rng_(rng), compute_(compute) {
   for (int64_t l = 0; l <= layers; ++l) {
     const int64_t in = l == 0 ? d_model : hidden;
     const int64_t out = l == layers ? d_model : hidden;
@@ -245,7 +245,13 @@ int64_t GroupedExpertsImpl::params_per_expert() const {
 }
 
 at::Tensor GroupedExpertsImpl::forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts,
-                                       at::Tensor* diversity) {
+                                       at::Tensor* diversity, const at::Tensor& row_experts) {
+  if (compute_.generic) {
+    if (diversity != nullptr) {
+      *diversity = num_experts_ >= 2 ? ParamCosineSimilarityTensorOps(params_) : at::zeros({}, params_[0].options());
+    }
+    return ForwardBatched(x_sorted, counts, row_experts);
+  }
   GroupedFfnArgs args{&counts, is_training() ? dropout_ : 0.0, rng_};
   if (diversity != nullptr && num_experts_ < 2) *diversity = at::zeros({}, params_[0].options());
   args.with_diversity = diversity != nullptr && num_experts_ >= 2;
@@ -254,8 +260,68 @@ at::Tensor GroupedExpertsImpl::forward(const at::Tensor& x_sorted, const std::ve
   return out[0];
 }
 
+at::Tensor GroupedExpertsImpl::BatchedLayers(at::Tensor h,
+                                             const std::function<at::Tensor(const at::Tensor&)>& dropout) {
+  const at::ScalarType dtype = h.scalar_type();
+  const size_t layers = params_.size() / 2;
+  for (size_t l = 0; l < layers; ++l) {
+    // Casts of the float32 parameters are autograd ops: their gradients come back as float32.
+    const at::Tensor w = params_[2 * l].to(dtype), b = params_[2 * l + 1].to(dtype);
+    at::Tensor out = at::baddbmm(b.unsqueeze(1), h, w);  // [E, rows, out]
+    if (l + 1 == layers) return out;
+    h = at::gelu(out);
+    if (dropout) h = h * dropout(h);
+  }
+  return h;
+}
+
+// Rows go to a [E, capacity, d] layout, capacity = the largest expert's row count, so that each
+// layer of every expert is one baddbmm; a loop over experts costs 2 E kernel launches per layer
+// and pass, which is most of a small step on a GPU. The padding rows are zeros: they compute
+// something finite that is never read back, so their gradients are zero. The cost is the routing
+// imbalance in expert FLOPs (the busiest expert's rows over the mean; BENCHMARKS.md, "Worker on a
+// GPU", for when that should give way to a loop).
+at::Tensor GroupedExpertsImpl::ForwardBatched(const at::Tensor& x_sorted, const std::vector<int64_t>& counts,
+                                              const at::Tensor& row_experts) {
+  const int64_t e = num_experts_, rows = x_sorted.size(0), d = x_sorted.size(1);
+  const at::ScalarType dtype = compute_.bf16 ? at::kBFloat16 : x_sorted.scalar_type();
+  int64_t cap = 0;
+  for (int64_t c : counts) cap = std::max(cap, c);
+  if (rows == 0) return at::zeros({0, params_.back().size(1)}, x_sorted.options());
+  // dest: the padded row of each sorted row; undefined when every expert has `cap` rows (then the
+  // two layouts are the same).
+  at::Tensor dest;
+  at::Tensor h = x_sorted.to(dtype);
+  if (cap * e != rows) {
+    const at::TensorOptions on_device = at::TensorOptions().dtype(at::kLong).device(x_sorted.device());
+    std::vector<int64_t> starts(e, 0);
+    for (int64_t i = 1; i < e; ++i) starts[i] = starts[i - 1] + counts[i - 1];
+    const at::Tensor re = row_experts.defined() ? row_experts : RowExperts(counts, rows).to(x_sorted.device());
+    const at::Tensor first_row = at::tensor(starts, at::kLong).to(x_sorted.device()).index_select(0, re);
+    dest = re * cap + (at::arange(rows, on_device) - first_row);  // expert * capacity + rank within it
+    h = at::zeros({e * cap, d}, h.options()).index_copy(0, dest, h);
+  }
+  std::function<at::Tensor(const at::Tensor&)> dropout;
+  if (is_training() && dropout_ > 0) {
+    // Drawn in sorted-row order, like the kernel path, so both paths see the same masks.
+    dropout = [&](const at::Tensor& act) {
+      const int64_t width = act.size(2);
+      at::Tensor mask = rng_->DropoutMask({rows, width}, dropout_, act.device()).to(act.scalar_type());
+      if (dest.defined()) mask = at::ones({e * cap, width}, mask.options()).index_copy(0, dest, mask);
+      return mask.view({e, cap, width});
+    };
+  }
+  at::Tensor y = BatchedLayers(h.view({e, cap, d}), dropout).reshape({e * cap, -1});
+  if (dest.defined()) y = y.index_select(0, dest);
+  return y.to(x_sorted.scalar_type());
+}
+
 at::Tensor GroupedExpertsImpl::ForwardAll(const at::Tensor& x) {
   const int64_t n = x.size(0);
+  if (compute_.generic) {
+    const at::ScalarType dtype = compute_.bf16 ? at::kBFloat16 : x.scalar_type();
+    return BatchedLayers(x.to(dtype).unsqueeze(0).expand({num_experts_, n, x.size(1)}), {}).to(x.scalar_type());
+  }
   std::vector<int64_t> counts(num_experts_, n);
   GroupedFfnArgs args{&counts, 0.0, rng_};
   at::Tensor y = GroupedFfn::apply(x.repeat({num_experts_, 1}), at::TensorList(params_), args)[0];
@@ -286,7 +352,23 @@ Routing Route(const at::Tensor& logits, double temperature, int64_t top_k, doubl
   return r;
 }
 
-DispatchPlan PlanDispatch(const at::Tensor& experts, const at::Tensor& keep, int64_t num_experts) {
+DispatchPlan PlanDispatch(const at::Tensor& experts, const at::Tensor& keep, int64_t num_experts, bool tensor_ops) {
+  if (tensor_ops) {
+    // Dropped slots get key num_experts and sort last; a stable sort keeps slot order within an
+    // expert, as the counting sort below does.
+    const int64_t k = experts.size(1);
+    const at::Tensor key = experts.reshape({-1}).masked_fill(keep.reshape({-1}).logical_not(), num_experts);
+    auto [sorted, order] = at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+    const at::Tensor counts = at::bincount(key, {}, num_experts + 1).to(at::kCPU).contiguous();
+    DispatchPlan plan;
+    plan.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + num_experts);
+    int64_t total = 0;
+    for (int64_t c : plan.counts) total += c;
+    plan.slot_index = order.narrow(0, 0, total);
+    plan.token_index = at::div(plan.slot_index, k, "floor");
+    plan.row_experts = sorted.narrow(0, 0, total);
+    return plan;
+  }
   // Integer bookkeeping over N*k slot ids only; the expert computation itself is per expert.
   at::Tensor ex = experts.contiguous();
   at::Tensor kp = keep.contiguous();
@@ -324,13 +406,13 @@ MoELayerImpl::MoELayerImpl(const MoELayerOptions& options, TrialRng* rng) : opti
   const int64_t d = options.d_model;
   if (options.use_moe) {
     if (options.gate_layers >= 2) {
-      gate1_ = register_module("gate1", Dense(d, d, rng));
+      gate1_ = register_module("gate1", Dense(d, d, rng, options.compute));
     }
-    gate2_ = register_module("gate2", Dense(d, options.num_experts, rng));
+    gate2_ = register_module("gate2", Dense(d, options.num_experts, rng, options.compute));
   }
   experts_ = register_module(
       "experts", GroupedExperts(options.use_moe ? options.num_experts : 1, d, options.expert_hidden_dim,
-                                options.expert_layers, options.expert_dropout, rng));
+                                options.expert_layers, options.expert_dropout, rng, options.compute));
   norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   stats_.Reset(options.use_moe ? options.num_experts : 0);
 }
@@ -354,12 +436,12 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
   }
   routing_ = Route(gate2_(h), options_.temperature, options_.top_k, options_.activation_threshold);
   const Routing& route = routing_;
-  DispatchPlan plan = PlanDispatch(route.experts, route.keep, options_.num_experts);
+  DispatchPlan plan = PlanDispatch(route.experts, route.keep, options_.num_experts, options_.compute.generic);
 
   // The parameter-diversity loss comes out of the expert FFN, which fuses it into its passes.
   const bool want_diversity = is_training() && options_.want_param_diversity;
   at::Tensor y = experts_(x.index_select(0, plan.token_index), plan.counts,
-                          want_diversity ? &aux_.param_similarity : nullptr);
+                          want_diversity ? &aux_.param_similarity : nullptr, plan.row_experts);
   at::Tensor w = route.weights.reshape({-1}).index_select(0, plan.slot_index).unsqueeze(1);
   at::Tensor mixed = at::zeros_like(x).index_add(0, plan.token_index, y * w);
   at::Tensor out = norm_(residual + mixed);
@@ -371,7 +453,7 @@ at::Tensor MoELayerImpl::forward(const at::Tensor& x) {
       float* s = share.data_ptr<float>();
       const double total = static_cast<double>(plan.token_index.size(0));
       for (int64_t i = 0; i < e; ++i) s[i] = static_cast<float>(plan.counts[i] / total);
-      aux_.balance = BalanceLoss(route.probs, share);
+      aux_.balance = BalanceLoss(route.probs, share.to(route.probs.device()));
     }
     if (options_.want_entropy) aux_.entropy = RouterEntropy(route.probs, route.log_probs);
     if (options_.want_z_loss) aux_.z_loss = RouterZLoss(route.logits);
@@ -389,7 +471,7 @@ void MoELayerImpl::AccumulateStats(const Routing& r, const DispatchPlan& plan) {
   at::NoGradGuard no_grad;
   const int64_t n = r.probs.size(0), k = r.experts.size(1);
   at::Tensor probs = r.probs.detach();
-  at::Tensor prob_sum = probs.sum(0).to(at::kDouble);
+  at::Tensor prob_sum = probs.sum(0).to(at::kCPU, at::kDouble).contiguous();
   const double* ps = prob_sum.data_ptr<double>();
   for (size_t e = 0; e < stats_.prob_sum.size(); ++e) {
     stats_.prob_sum[e] += ps[e];

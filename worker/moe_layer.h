@@ -8,11 +8,13 @@
 //
 // Experts run only on the tokens routed to them: tokens are grouped by expert with a counting sort
 // and each expert does one matrix product per layer on its contiguous slice (GroupedFfn), so a
-// step costs O(top_k), not O(num_experts).
+// step costs O(top_k), not O(num_experts). The generic path (worker/compute.h) groups with a
+// stable sort on the device and runs each layer of all experts as one batched GEMM.
 #ifndef MOESWEEP_WORKER_MOE_LAYER_H_
 #define MOESWEEP_WORKER_MOE_LAYER_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -20,6 +22,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "worker/agent/expert_stats.h"
+#include "worker/compute.h"
 #include "worker/linear.h"
 #include "worker/rng.h"
 
@@ -31,13 +34,15 @@ namespace moesweep::worker {
 // With num_experts = 1 this is the dense FFN of use_moe = false.
 struct GroupedExpertsImpl : torch::nn::Module {
   GroupedExpertsImpl(int64_t num_experts, int64_t d_model, int64_t hidden, int64_t layers, double dropout,
-                     TrialRng* rng);
+                     TrialRng* rng, Compute compute = {});
 
   // x_sorted holds counts[0] rows for expert 0, then counts[1] rows for expert 1, ...; returns the
   // expert outputs in the same order. Dropout is applied when the module is training. With
   // `diversity` given, also sets it to ParamCosineSimilarity(stacked_params()), computed inside
   // the expert passes (same value and gradient, less memory traffic; see moe_layer.cc).
-  at::Tensor forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts, at::Tensor* diversity = nullptr);
+  // `row_experts` (the expert of each row, on x's device) saves the generic path rebuilding it.
+  at::Tensor forward(const at::Tensor& x_sorted, const std::vector<int64_t>& counts, at::Tensor* diversity = nullptr,
+                     const at::Tensor& row_experts = at::Tensor());
   // Every expert on every row of x, without dropout: [E, N, d]. For the output-diversity losses.
   at::Tensor ForwardAll(const at::Tensor& x);
 
@@ -47,9 +52,16 @@ struct GroupedExpertsImpl : torch::nn::Module {
   const std::vector<at::Tensor>& stacked_params() const { return params_; }
 
  private:
+  // The generic path: each layer of every expert as one batched GEMM over [E, capacity, width].
+  at::Tensor ForwardBatched(const at::Tensor& x_sorted, const std::vector<int64_t>& counts,
+                            const at::Tensor& row_experts);
+  // h [E, rows, d] through the expert layers; `dropout` (may be empty) masks each hidden activation.
+  at::Tensor BatchedLayers(at::Tensor h, const std::function<at::Tensor(const at::Tensor&)>& dropout);
+
   int64_t num_experts_;
   double dropout_;
   TrialRng* rng_;
+  Compute compute_;
   std::vector<at::Tensor> params_;
 };
 TORCH_MODULE(GroupedExperts);
@@ -73,6 +85,7 @@ struct MoELayerOptions {
   bool want_z_loss = false;
   bool want_param_diversity = false;
   bool want_output_losses = false;  // output cosine similarity and JS divergence (run every expert).
+  Compute compute;                  // Kernels or generic path, fp32 or bf16 (worker/compute.h).
 };
 
 // The routing decision for N tokens.
@@ -94,8 +107,12 @@ struct DispatchPlan {
   at::Tensor token_index;       // [S] int64: token of each routed slot, grouped by expert.
   at::Tensor slot_index;        // [S] int64: flat index (token * k + j) of each routed slot.
   std::vector<int64_t> counts;  // [E] routed slots per expert; sums to S.
+  at::Tensor row_experts;       // [S] int64: expert of each routed slot (tensor-op plans only).
 };
-DispatchPlan PlanDispatch(const at::Tensor& experts, const at::Tensor& keep, int64_t num_experts);
+// `tensor_ops`: a stable sort on the tensors' device (same plan; the counts are copied to the
+// host, one synchronisation) instead of a loop over CPU memory.
+DispatchPlan PlanDispatch(const at::Tensor& experts, const at::Tensor& keep, int64_t num_experts,
+                          bool tensor_ops = false);
 
 // Auxiliary losses of the last training forward(); undefined tensors for the ones not wanted.
 struct MoEAux {

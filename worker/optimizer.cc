@@ -165,6 +165,60 @@ FusedAdamW::~FusedAdamW() {
   for (const at::Tensor& p : params_) DropParamCache(p);
 }
 
+TensorAdamW::TensorAdamW(std::vector<at::Tensor> params, AdamWOptions options)
+    : params_(std::move(params)), options_(options) {
+  for (const at::Tensor& p : params_) {
+    TORCH_CHECK(p.is_contiguous() && p.scalar_type() == at::kFloat, "TensorAdamW: contiguous float parameters only");
+    exp_avg_.push_back(at::zeros_like(p));
+    exp_avg_sq_.push_back(at::zeros_like(p));
+  }
+}
+
+double TensorAdamW::GradNorm() const {
+  std::vector<at::Tensor> grads;
+  for (const at::Tensor& p : params_) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (grads.empty()) return 0.0;
+  // Summed in double, like FusedAdamW's, so that both clip alike.
+  at::Tensor sq = at::zeros({}, grads[0].options().dtype(at::kDouble));
+  for (const at::Tensor& g : grads) sq = sq + g.to(at::kDouble).pow(2).sum();
+  return std::sqrt(sq.item<double>());
+}
+
+void TensorAdamW::Step(double lr, double grad_scale) {
+  ++step_;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
+  std::vector<at::Tensor> grads;
+  grads.reserve(params_.size());
+  for (const at::Tensor& p : params_) grads.push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
+  at::NoGradGuard no_grad;
+  if (grad_scale != 1.0) at::_foreach_mul_(grads, grad_scale);
+  // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+  at::_foreach_mul_(exp_avg_, b1);
+  at::_foreach_add_(exp_avg_, grads, 1.0 - b1);
+  at::_foreach_mul_(exp_avg_sq_, b2);
+  at::_foreach_addcmul_(exp_avg_sq_, grads, grads, 1.0 - b2);
+  // w = w (1 - lr wd) - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+  std::vector<at::Tensor> denom = at::_foreach_sqrt(exp_avg_sq_);
+  at::_foreach_div_(denom, std::sqrt(bc2));
+  at::_foreach_add_(denom, options_.eps);
+  at::_foreach_mul_(params_, 1.0 - lr * options_.weight_decay);
+  at::_foreach_addcdiv_(params_, exp_avg_, denom, -lr / bc1);
+  ZeroGrad();
+}
+
+void TensorAdamW::ZeroGrad() {
+  for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
+}
+
+std::unique_ptr<AdamW> MakeAdamW(std::vector<at::Tensor> params, AdamWOptions options, bool generic) {
+  if (generic) return std::make_unique<TensorAdamW>(std::move(params), options);
+  return std::make_unique<FusedAdamW>(std::move(params), options);
+}
+
 double ClipScale(double norm, double max_norm) {
   if (max_norm <= 0) return 1.0;
   const double coef = max_norm / (norm + 1e-6);

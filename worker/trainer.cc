@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 
@@ -12,8 +14,11 @@
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/cuda.h>
 
+#include "worker/compute.h"
 #include "worker/datasets.h"
+#include "worker/device.h"
 #include "worker/metrics.h"
 #include "worker/models.h"
 #include "worker/optimizer.h"
@@ -48,7 +53,8 @@ void AccumulateClassRouting(const Routing& r, const at::Tensor& labels, ClassRou
   if (samples == 0 || tokens % samples != 0) return;
   at::Tensor token_labels = labels.repeat_interleave(tokens / samples).unsqueeze(1).expand({tokens, k});
   at::Tensor cells = (token_labels * acc->num_experts + r.experts).masked_select(r.keep);
-  at::Tensor counts = at::bincount(cells, {}, acc->num_classes * acc->num_experts).to(at::kDouble).contiguous();
+  at::Tensor counts =
+      at::bincount(cells, {}, acc->num_classes * acc->num_experts).to(at::kCPU, at::kDouble).contiguous();
   const double* c = counts.data_ptr<double>();
   for (size_t i = 0; i < acc->counts.size(); ++i) acc->counts[i] += c[i];
 }
@@ -138,9 +144,33 @@ void TuneMallocOnce() {
   });
 }
 
+int CudaDeviceCount() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+// The trial's own copy of the data on a GPU; the shared cache keeps the CPU tensors.
+Dataset OnDevice(const Dataset& d, at::Device device) {
+  Dataset out = d;
+  for (at::Tensor* t : {&out.train_x, &out.train_y, &out.val_x, &out.val_y}) *t = t->to(device);
+  return out;
+}
+
 Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const TrialHooks& hooks, TrialResult* result) {
   TuneMallocOnce();
   at::set_num_threads(std::max(1, options.threads));
+  DevicePlacement placement;
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (Status s = PlaceTrial(c.device, options.gpus, options.gpus_managed, CudaDeviceCount(), visible ? visible : "",
+                            &placement);
+      !s.ok()) {
+    return s;
+  }
+  if (!placement.note.empty()) std::fprintf(stderr, "moesweep-worker: %s\n", placement.note.c_str());
+  const at::Device device = placement.cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(placement.index))
+                                           : at::Device(at::kCPU);
+  Compute compute;
+  compute.bf16 = c.precision == "bf16";
+  // The CPU kernels are float32 and CPU-only.
+  compute.generic = options.generic || placement.cuda || compute.bf16;
+  const double device_cuda = placement.cuda ? 1.0 : 0.0;
   std::shared_ptr<const Dataset> data;
   if (options.cache != nullptr) {
     Status s = options.cache->Get(c, &data);
@@ -153,6 +183,7 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
   }
   Status s = CheckData(*data);
   if (!s.ok()) return s;
+  if (placement.cuda) data = std::make_shared<const Dataset>(OnDevice(*data, device));
 
   InputShape shape;
   shape.features = data->train_x.size(1);
@@ -162,14 +193,16 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
   shape.width = data->width;
   TrialRng rng(c.seed);
   std::shared_ptr<ModelImpl> model;
-  s = BuildModel(c, shape, &rng, &model);
+  s = BuildModel(c, shape, compute, &rng, &model);
   if (!s.ok()) return s;
+  if (placement.cuda) model->to(device);  // Initialised on the CPU: the same weights on every device.
 
   std::vector<at::Tensor> params = model->parameters();
   int64_t params_total = 0, params_inactive = 0;
   for (const at::Tensor& p : params) params_total += p.numel();
   for (const MoELayer& layer : model->moe_layers()) params_inactive += layer->inactive_params();
-  FusedAdamW optimizer(params, AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay});
+  std::unique_ptr<AdamW> optimizer =
+      MakeAdamW(params, AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay}, compute.generic);
 
   const int64_t n_train = data->train_x.size(0);
   const int64_t batch = std::min(c.batch_size, n_train);
@@ -195,7 +228,7 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
   for (int epoch = 1; epoch <= c.epochs; ++epoch) {
     model->train();
     const auto epoch_start = Clock::now();
-    at::Tensor order = at::randperm(n_train, rng.generator(), at::kLong);
+    at::Tensor order = at::randperm(n_train, rng.generator(), at::kLong).to(device);
     double loss_sum = 0;
     int64_t seen = 0;
     for (int64_t b = 0; b < steps_per_epoch; ++b) {
@@ -212,7 +245,7 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
       if (mixup && uniform(rng.engine()) < c.mixup_prob) {
         const double g1 = gamma(rng.engine()), g2 = gamma(rng.engine());
         lam = g1 / (g1 + g2);
-        at::Tensor partner = at::randperm(size, rng.generator(), at::kLong);
+        at::Tensor partner = at::randperm(size, rng.generator(), at::kLong).to(device);
         x = x * lam + x.index_select(0, partner) * (1.0 - lam);
         y2 = y.index_select(0, partner);
       }
@@ -230,9 +263,9 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
                                                    std::isnan(loss_value) ? "NaN" : "infinite", epoch, b + 1));
       }
       loss.backward();  // Accumulates into gradients that the last Step() zeroed.
-      const double scale = c.grad_clip > 0 ? ClipScale(optimizer.GradNorm(), c.grad_clip) : 1.0;
+      const double scale = c.grad_clip > 0 ? ClipScale(optimizer->GradNorm(), c.grad_clip) : 1.0;
       lr_now = ScheduledLr(c.lr, step, warmup_steps, total_steps);
-      optimizer.Step(lr_now, scale);
+      optimizer->Step(lr_now, scale);
       ++step;
       loss_sum += loss_value * static_cast<double>(size);
       seen += size;
@@ -250,7 +283,8 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
                  {"val_loss", eval.loss},
                  {"val_accuracy", eval.accuracy},
                  {"lr", lr_now},
-                 {"samples_per_sec", static_cast<double>(seen) / std::max(epoch_seconds, 1e-9)}};
+                 {"samples_per_sec", static_cast<double>(seen) / std::max(epoch_seconds, 1e-9)},
+                 {"device_cuda", device_cuda}};
     result->metrics = m;
     result->expert_stats = eval.stats;
     if (eval.accuracy > best_accuracy) {
@@ -292,7 +326,8 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
                      {"params_total", static_cast<double>(params_total)},
                      {"params_active", static_cast<double>(params_total - params_inactive)},
                      {"train_seconds", train_seconds},
-                     {"best_epoch", best_epoch}};
+                     {"best_epoch", best_epoch},
+                     {"device_cuda", device_cuda}};
   result->expert_stats = final_eval.stats;
   return Status::Ok();
 }

@@ -28,10 +28,14 @@ struct TrialHooks {
 struct TrainOptions {
   int threads = 1;                // Intra-op threads of the calling thread (at::set_num_threads).
   DatasetCache* cache = nullptr;  // Shared dataset cache; nullptr loads the data privately.
+  std::vector<int> gpus;          // The trial's GPUs and whether the worker hands them out: see
+  bool gpus_managed = false;      // worker/device.h for how config.device maps onto them.
+  bool generic = false;           // For tests: the generic path on the CPU too (worker/compute.h).
 };
 
 struct TrialResult {
-  Metrics metrics;                                // Final metrics (see docs/worker.md).
+  Metrics metrics;                                // Final metrics (see docs/worker.md); device_cuda
+                                                  // is 1 when the trial ran on a GPU, else 0.
   std::vector<ExpertLayerSummary> expert_stats;   // One per MoE layer; empty for dense models.
   bool stopped = false;                           // A hook asked to stop; metrics are partial.
   int epochs_completed = 0;

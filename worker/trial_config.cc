@@ -56,6 +56,8 @@ Status ParseTrialConfig(const Json& config, TrialConfig* out) {
   t.mixup_alpha = num("mixup_alpha");
   t.mixup_prob = num("mixup_prob");
   t.early_stopping_patience = i64("early_stopping_patience");
+  t.device = str("device");
+  t.precision = str("precision");
   t.seed = static_cast<uint64_t>(i64("seed"));
   t.data_seed = static_cast<uint64_t>(i64("data_seed"));
   t.dataset = str("dataset");

@@ -54,6 +54,8 @@ struct TrialConfig {
   double mixup_alpha = 0;
   double mixup_prob = 0;
   int64_t early_stopping_patience = 0;
+  std::string device;     // cpu | cuda | cuda:N | auto (worker/device.h)
+  std::string precision;  // fp32 | bf16
   uint64_t seed = 0;
   uint64_t data_seed = 0;
   // Data

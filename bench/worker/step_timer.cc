@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
 
   mw::TrialRng rng(c.seed);
   std::shared_ptr<mw::ModelImpl> model;
-  s = mw::BuildModel(c, shape, &rng, &model);
+  s = mw::BuildModel(c, shape, mw::Compute{}, &rng, &model);  // The CPU kernels: what this tool times.
   if (!s.ok()) return Fail(s.message());
   std::vector<at::Tensor> params = model->parameters();
   mw::FusedAdamW optimizer(params, mw::AdamWOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay});

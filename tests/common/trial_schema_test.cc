@@ -18,6 +18,27 @@ TEST(TrialSchema, DefaultsAreSeed002Values) {
   EXPECT_TRUE(ValidateTrialConfig(config).ok()) << ValidateTrialConfig(config).message();
 }
 
+TEST(TrialSchema, DeviceIsCpuCudaCudaIndexOrAuto) {
+  for (const char* ok : {"cpu", "cuda", "cuda:0", "cuda:12", "auto"}) {
+    EXPECT_TRUE(ValidateTrialConfig(Json{{"device", ok}}).ok()) << ok;
+  }
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:1.5", "cuda:x", "CUDA", "cuda:0,1", "cuda:1234567890"}) {
+    Status s = ValidateTrialConfig(Json{{"device", bad}});
+    EXPECT_EQ(s.message(), std::string("config.device: \"") + bad + "\" is not one of: cpu, cuda, cuda:N, auto") << bad;
+  }
+  EXPECT_EQ(ValidateTrialConfig(Json{{"precision", "fp16"}}).message(),
+            "config.precision: \"fp16\" is not one of: fp32, bf16");
+  DeviceRequest d;
+  ASSERT_TRUE(ParseDevice("cuda:3", &d));
+  EXPECT_EQ(d.kind, DeviceRequest::kCuda);
+  EXPECT_EQ(d.index, 3);
+  ASSERT_TRUE(ParseDevice("cuda", &d));
+  EXPECT_EQ(d.index, -1);
+  EXPECT_TRUE(TrialNeedsGpu(Json{{"device", "cuda:1"}}));
+  EXPECT_FALSE(TrialNeedsGpu(Json{{"device", "auto"}}));
+  EXPECT_FALSE(TrialNeedsGpu(Json::object()));
+}
+
 TEST(TrialSchema, UnknownKeySuggestsTheClosest) {
   Status s = ValidateTrialConfig(Json{{"temprature", 0.5}}, "base");
   ASSERT_FALSE(s.ok());

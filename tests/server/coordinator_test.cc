@@ -55,9 +55,10 @@ class CoordinatorTest : public ::testing::Test {
     return resp.sweep_id();
   }
 
-  v1::AcquireTrialResponse Acquire(const std::string& worker = "w1") {
+  v1::AcquireTrialResponse Acquire(const std::string& worker = "w1", int free_gpus = 0) {
     v1::AcquireTrialRequest req;
     req.set_worker(worker);
+    req.set_free_gpus(free_gpus);
     v1::AcquireTrialResponse resp;
     std::promise<Status> done;
     coordinator_->AcquireTrial(req, &resp, std::chrono::seconds(0), nullptr,
@@ -892,6 +893,55 @@ TEST_F(PruningTest, APrunedSeedStopsTheOtherSeedsOfItsPoint) {
   EXPECT_EQ(trials.at(5).state(), v1::TRIAL_PRUNED);  // Point 2, seed 2.
   EXPECT_EQ(trials.at(5).attempt(), 0);
   EXPECT_EQ(GetSweep(id).sweep().trials_pruned(), 3);  // c, d and point 2 seed 2 (e still runs).
+}
+
+TEST_F(CoordinatorTest, CudaTrialsGoOnlyToWorkersWithAFreeGpuAndOthersPassThem) {
+  // Stage 1 runs device cuda, then cpu, then auto; one seed each.
+  int64_t id = Submit(R"({
+    "name": "devices", "objective": {"metric": "val_accuracy", "goal": "maximize"}, "seeds": [1],
+    "stages": [{"name": "d", "grid": {"device": ["cuda:0", "cpu", "auto"]}}]
+  })");
+  auto device = [](const v1::AcquireTrialResponse& a) { return Json::parse(a.config_json())["device"].get<std::string>(); };
+  // A worker without a free GPU skips the cuda trial at the head of the queue.
+  v1::AcquireTrialResponse cpu1 = Acquire("cpu-box", 0);
+  ASSERT_TRUE(cpu1.has_trial());
+  EXPECT_EQ(device(cpu1), "cpu");
+  v1::AcquireTrialResponse cpu2 = Acquire("cpu-box", 0);
+  ASSERT_TRUE(cpu2.has_trial());
+  EXPECT_EQ(device(cpu2), "auto");
+  EXPECT_FALSE(Acquire("cpu-box", 0).has_trial());
+  // The cuda trial waits for a worker that offers a GPU.
+  v1::AcquireTrialResponse gpu = Acquire("gpu-box", 1);
+  ASSERT_TRUE(gpu.has_trial());
+  EXPECT_EQ(device(gpu), "cuda:0");
+  EXPECT_EQ(GetSweep(id).sweep().state(), v1::SWEEP_RUNNING);
+
+  // After a restart the rule still holds (it is rebuilt from the stored configs).
+  int64_t again = Submit(R"({
+    "name": "devices2", "objective": {"metric": "val_accuracy", "goal": "maximize"}, "seeds": [1],
+    "stages": [{"name": "d", "grid": {"device": ["cuda"]}}]
+  })");
+  Restart();
+  EXPECT_FALSE(Acquire("cpu-box", 0).has_trial());
+  v1::AcquireTrialResponse later = Acquire("gpu-box", 2);
+  ASSERT_TRUE(later.has_trial());
+  EXPECT_EQ(later.sweep_id(), again);
+}
+
+TEST_F(CoordinatorTest, DeviceKeyIsCheckedAtSubmissionWithItsPath) {
+  v1::SubmitSweepRequest req;
+  req.set_spec_json(R"({
+    "name": "bad-device", "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "stages": [{"name": "d", "grid": {"device": ["cuda:0", "gpu"], "precision": ["bf16", "fp16"]}}]
+  })");
+  v1::SubmitSweepResponse resp;
+  Status s = CallSync(coordinator_.get(), &Coordinator::SubmitSweep, req, &resp);
+  EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("stages[0].grid.device[1]: \"gpu\" is not one of: cpu, cuda, cuda:N, auto"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("stages[0].grid.precision[1]: \"fp16\" is not one of: fp32, bf16"), std::string::npos)
+      << s.message();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "moesweep/v1/moesweep.grpc.pb.h"
 #include "worker/builtin_runner.h"
@@ -184,6 +185,7 @@ class WorkerLoopTest : public ::testing::Test {
     o.backoff_max_seconds = 0.1;
     o.verbose = false;
     o.runners = {&runner_};
+    o.gpus = gpus_;
     loop_ = std::make_unique<WorkerLoop>(server_->InProcessChannel(grpc::ChannelArguments()), o);
     thread_ = std::thread([this] { loop_->Run(); });
   }
@@ -203,6 +205,7 @@ class WorkerLoopTest : public ::testing::Test {
   void TearDown() override { Stop(); }
 
   FakeCoordinator fake_;
+  std::vector<int> gpus_;  // The worker's --gpus.
   BuiltinRunner runner_{1, nullptr};
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<WorkerLoop> loop_;
@@ -294,6 +297,23 @@ TEST_F(WorkerLoopTest, FailuresAreReportedWithReasonAndWorkerGoesOn) {
   EXPECT_EQ(done[2].outcome, pb::CompleteTrialRequest::FAILED);
   EXPECT_NE(done[2].error.find("/nonexistent/data.csv"), std::string::npos) << done[2].error;
   EXPECT_EQ(done[3].outcome, pb::CompleteTrialRequest::SUCCEEDED);
+}
+
+TEST_F(WorkerLoopTest, CudaTrialOnAWorkerWhoseLibTorchHasNoGpuFailsClearly) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this LibTorch has a GPU";
+  gpus_ = {0};  // Started with --gpus 0, so the coordinator would lease it cuda trials.
+  fake_.AddTrial(R"({"device": "cuda", "train_size": 256, "val_size": 64, "epochs": 1})");
+  fake_.AddTrial(R"({"device": "auto", "train_size": 256, "val_size": 64, "epochs": 1})");
+  Start();
+  ASSERT_TRUE(fake_.WaitFor([&] { return fake_.completed_unlocked() >= 2; }));
+  auto done = fake_.completions();
+  EXPECT_EQ(done[0].outcome, pb::CompleteTrialRequest::FAILED);
+  EXPECT_NE(done[0].error.find("config.device: \"cuda\" needs a GPU, but this worker's LibTorch sees no CUDA device"),
+            std::string::npos)
+      << done[0].error;
+  // "auto" falls back to the CPU, and its metrics say so.
+  EXPECT_EQ(done[1].outcome, pb::CompleteTrialRequest::SUCCEEDED);
+  EXPECT_EQ(done[1].metrics.at("device_cuda"), 0);
 }
 
 TEST_F(WorkerLoopTest, HeartbeatsRenewTheLeaseDuringLongEpochs) {

@@ -17,6 +17,7 @@
 
 #include "common/json.h"
 #include "common/sweep_spec.h"
+#include "common/trial_schema.h"
 #include "moesweep/v1/moesweep.grpc.pb.h"
 #include "worker/agent/report_stream.h"
 #include "worker/agent/trial_runner.h"
@@ -65,12 +66,24 @@ struct TrainerNeeds {
   int gpus = 0;
 };
 
-TrainerNeeds ReadTrainerNeeds(const std::string& trainer_json) {
+TrainerNeeds ReadTrainerNeeds(const std::string& trainer_json, const std::string& config_json) {
   TrainerNeeds needs;
   Json trainer;
-  if (trainer_json.empty() || !ParseJson(trainer_json, &trainer).ok() || !trainer.is_object()) return needs;
-  if (auto kind = trainer.find("kind"); kind != trainer.end() && kind->is_string()) needs.kind = kind->get<std::string>();
-  if (auto gpus = trainer.find("gpus"); gpus != trainer.end() && gpus->is_number_integer()) needs.gpus = gpus->get<int>();
+  if (!trainer_json.empty() && ParseJson(trainer_json, &trainer).ok() && trainer.is_object()) {
+    if (auto kind = trainer.find("kind"); kind != trainer.end() && kind->is_string()) needs.kind = kind->get<std::string>();
+    if (auto gpus = trainer.find("gpus"); gpus != trainer.end() && gpus->is_number_integer()) needs.gpus = gpus->get<int>();
+  }
+  if (needs.kind == TrainerSpec::kBuiltin) {
+    // A built-in trial on "cuda" or "auto" takes one of the slot's GPUs when there is one free;
+    // the trainer maps its device to it (cuda -> cuda:<that GPU>), or "auto" runs on the CPU.
+    Json config;
+    DeviceRequest device;
+    if (ParseJson(config_json, &config).ok() && config.is_object() && config.contains("device") &&
+        config["device"].is_string() && ParseDevice(config["device"].get<std::string>(), &device) &&
+        device.kind != DeviceRequest::kCpu) {
+      needs.gpus = 1;
+    }
+  }
   return needs;
 }
 
@@ -226,7 +239,7 @@ class WorkerLoop::Impl {
         req.set_free_gpus(static_cast<int>(FreeGpuCount()));
         st = stub_->AcquireTrial(&ctx, req, &resp);
         if (st.ok() && resp.has_trial()) {
-          needs = ReadTrainerNeeds(resp.trainer_json());
+          needs = ReadTrainerNeeds(resp.trainer_json(), resp.config_json());
           gpus = TakeGpus(needs.gpus);
         }
       }
