@@ -584,7 +584,7 @@ class SpecChecker {
       return std::nullopt;
     }
     static const std::set<std::string> kKeys = {"method", "metric", "goal", "warmup_steps", "min_trials",
-                                                "min_steps", "reduction_factor"};
+                                                "min_steps", "reduction_factor", "compare"};
     for (auto k = p.begin(); k != p.end(); ++k) {
       if (!kKeys.count(k.key())) UnknownKey(path, k.key(), kKeys);
     }
@@ -615,6 +615,13 @@ class SpecChecker {
     pruner.min_steps = integer("min_steps", pruner.min_steps, 1, 1000000);
     pruner.reduction_factor = integer("reduction_factor", pruner.reduction_factor, 2, 100);
 
+    if (auto c = p.find("compare"); c != p.end()) {
+      if (*c == "same_seed" || *c == "all") {
+        pruner.same_seed = *c == "same_seed";
+      } else {
+        Error(JoinPath(path, "compare"), fmt::format("expected \"same_seed\" or \"all\", got {}", Abbreviate(*c)));
+      }
+    }
     pruner.metric = spec.metric;
     pruner.maximize = spec.maximize;
     bool own_metric = false;
@@ -885,7 +892,8 @@ Json PrunerSpec::ToJson() const {
             {"metric", metric},
             {"goal", maximize ? "maximize" : "minimize"},
             {"warmup_steps", warmup_steps},
-            {"min_trials", min_trials}};
+            {"min_trials", min_trials},
+            {"compare", same_seed ? "same_seed" : "all"}};
   if (method == Method::kAsha) {
     j["min_steps"] = min_steps;
     j["reduction_factor"] = reduction_factor;

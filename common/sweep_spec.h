@@ -51,6 +51,9 @@ struct PrunerSpec {
   int min_trials = 5;          // Other trials with a value at the step before one is pruned there.
   int min_steps = 1;           // asha: the first rung.
   int reduction_factor = 3;    // asha: the share kept at each rung is 1/reduction_factor.
+  // "compare": "same_seed" (default) judges a trial only against trials of its own seed, which share
+  // its initialisation and data order (a paired comparison: seed noise cancels); "all" against all.
+  bool same_seed = true;
 
   const char* method_name() const { return method == Method::kMedian ? "median" : "asha"; }
   Json ToJson() const;

@@ -340,8 +340,8 @@ const std::vector<std::string>& KnownMetrics() {
 }
 
 const std::vector<std::string>& PerEpochMetrics() {
-  static const std::vector<std::string> metrics = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr",
-                                                   "samples_per_sec"};
+  static const std::vector<std::string> metrics = {"epoch", "train_loss", "val_loss", "val_accuracy", "mAP",
+                                                   "rank1", "rank5", "lr", "samples_per_sec", "device_cuda"};
   return metrics;
 }
 

@@ -25,7 +25,7 @@ bool IsAshaRung(const PrunerSpec& pruner, int64_t step) {
 }
 
 std::optional<std::string> ShouldPrune(const PrunerSpec& pruner, int64_t step, double value,
-                                       const std::vector<double>& others) {
+                                       const std::vector<double>& others, const std::string& peers) {
   if (step <= pruner.warmup_steps || static_cast<int64_t>(others.size()) < pruner.min_trials) return std::nullopt;
   const double mine = Goodness(pruner, value);
   std::vector<double> theirs;
@@ -43,9 +43,9 @@ std::optional<std::string> ShouldPrune(const PrunerSpec& pruner, int64_t step, d
                               : (theirs[n / 2 - 1] + theirs[n / 2]) / 2;
     if (!(mine < median)) return std::nullopt;
     const double shown = pruner.maximize ? median : -median;
-    return fmt::format("pruned at step {}: {} {:.6g} is {} than the median {:.6g} of {} other trials at that step "
+    return fmt::format("pruned at step {}: {} {:.6g} is {} than the median {:.6g} of {} {} at that step "
                        "(median pruner)",
-                       step, pruner.metric, value, pruner.maximize ? "lower" : "higher", shown, n);
+                       step, pruner.metric, value, pruner.maximize ? "lower" : "higher", shown, n, peers);
   }
 
   if (!IsAshaRung(pruner, step)) return std::nullopt;
@@ -53,9 +53,9 @@ std::optional<std::string> ShouldPrune(const PrunerSpec& pruner, int64_t step, d
   const size_t keep = std::max<size_t>(1, n / static_cast<size_t>(pruner.reduction_factor));
   const size_t better = static_cast<size_t>(std::count_if(theirs.begin(), theirs.end(), [&](double t) { return t > mine; }));
   if (better < keep) return std::nullopt;
-  return fmt::format("pruned at rung step {}: {} {:.6g} is not among the best {} of the {} trials at that step "
+  return fmt::format("pruned at rung step {}: {} {:.6g} is not among the best {} of it and {} {} at that step "
                      "(asha, reduction factor {})",
-                     step, pruner.metric, value, keep, n, pruner.reduction_factor);
+                     step, pruner.metric, value, keep, n - 1, peers, pruner.reduction_factor);
 }
 
 }  // namespace moesweep

@@ -14,9 +14,10 @@
 namespace moesweep {
 
 // Why the trial that reported `value` at `step` should stop, or nullopt to let it go on. `others`
-// are the other trials' values at `step` (a non-finite value counts as the worst possible).
+// are the values the trials it is compared with reported at `step` (a non-finite value counts as
+// the worst possible); `peers` names those trials in the reason ("other trials with seed 42").
 std::optional<std::string> ShouldPrune(const PrunerSpec& pruner, int64_t step, double value,
-                                       const std::vector<double>& others);
+                                       const std::vector<double>& others, const std::string& peers = "other trials");
 
 // Whether `step` is a rung of an asha pruner: min_steps * reduction_factor^k.
 bool IsAshaRung(const PrunerSpec& pruner, int64_t step);

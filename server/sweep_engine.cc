@@ -379,9 +379,16 @@ Status SweepEngine::MaybePrune(ActiveSweep& sweep, TrialState& t, const v1::Repo
   at_step[t.id] = value->second;
   std::vector<double> others;
   for (const auto& [id, v] : at_step) {
-    if (id != t.id) others.push_back(v);
+    if (id == t.id) continue;
+    if (pruner->same_seed) {
+      auto other = trials_.find(id);
+      if (other == trials_.end() || other->second.seed != t.seed) continue;
+    }
+    others.push_back(v);
   }
-  std::optional<std::string> reason = ShouldPrune(*pruner, request.step(), value->second, others);
+  std::optional<std::string> reason =
+      ShouldPrune(*pruner, request.step(), value->second, others,
+                  pruner->same_seed ? fmt::format("other trials with seed {}", t.seed) : "other trials");
   if (!reason) return Status::Ok();
   RETURN_IF_ERROR(store_->MarkTrialPruning(t.id, *reason));
   t.prune_reason = *reason;

@@ -59,7 +59,8 @@ void AccumulateClassRouting(const Routing& r, const at::Tensor& labels, ClassRou
   for (size_t i = 0; i < acc->counts.size(); ++i) acc->counts[i] += c[i];
 }
 
-// Validation pass in inference mode; `full` adds top-5 and retrieval metrics, and which classes
+// Validation pass in inference mode, with retrieval metrics (mAP, so that a pruner can judge a
+// trial by the usual objective every epoch); `full` adds top-5 and which classes
 // each expert receives.
 EvalResult Evaluate(ModelImpl& model, const Dataset& data, bool full) {
   c10::InferenceMode guard;
@@ -86,18 +87,14 @@ EvalResult Evaluate(ModelImpl& model, const Dataset& data, bool full) {
     }
     loss_sum += at::cross_entropy_loss(out.logits, y, {}, at::Reduction::Sum).item<double>();
     correct += CountTopK(out.logits, y, 1);
-    if (full) {
-      correct5 += CountTopK(out.logits, y, 5);
-      features.push_back(out.features);
-    }
+    features.push_back(out.features);
+    if (full) correct5 += CountTopK(out.logits, y, 5);
   }
   EvalResult r;
   r.loss = loss_sum / static_cast<double>(n);
   r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
-  if (full) {
-    r.top5 = static_cast<double>(correct5) / static_cast<double>(n);
-    r.retrieval = ComputeRetrieval(at::cat(features), data.val_y);
-  }
+  r.retrieval = ComputeRetrieval(at::cat(features), data.val_y);
+  if (full) r.top5 = static_cast<double>(correct5) / static_cast<double>(n);
   int index = 0;
   for (MoELayer layer : model.moe_layers()) {
     if (layer->options().use_moe) {
@@ -282,6 +279,9 @@ Status RunTrialImpl(const TrialConfig& c, const TrainOptions& options, const Tri
                  {"train_loss", history.back().train_loss},
                  {"val_loss", eval.loss},
                  {"val_accuracy", eval.accuracy},
+                 {"mAP", eval.retrieval.map},
+                 {"rank1", eval.retrieval.rank1},
+                 {"rank5", eval.retrieval.rank5},
                  {"lr", lr_now},
                  {"samples_per_sec", static_cast<double>(seen) / std::max(epoch_seconds, 1e-9)},
                  {"device_cuda", device_cuda}};

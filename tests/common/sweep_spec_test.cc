@@ -271,7 +271,8 @@ TEST(SweepSpec, APrunerAppliesToEveryStageUnlessAStageSaysOtherwise) {
 
 TEST(SweepSpec, PrunerErrorsNameTheirPath) {
   Json j = Json::parse(kGood);
-  j["pruner"] = {{"method", "hyperband"}, {"warmup_steps", -1}, {"min_trails", 3}, {"reduction_factor", 3}};
+  j["pruner"] = {{"method", "hyperband"}, {"warmup_steps", -1}, {"min_trails", 3}, {"reduction_factor", 3},
+                 {"compare", "seed"}};
   j["stages"][0]["pruner"] = "off";
   std::string e = Error(j.dump());
   EXPECT_NE(e.find("pruner.method: expected \"median\" or \"asha\", got \"hyperband\""), std::string::npos) << e;
@@ -279,16 +280,20 @@ TEST(SweepSpec, PrunerErrorsNameTheirPath) {
   EXPECT_NE(e.find("pruner.min_trails: unknown key (did you mean \"min_trials\"?)"), std::string::npos) << e;
   EXPECT_NE(e.find("pruner.reduction_factor: only for \"method\": \"asha\""), std::string::npos) << e;
   EXPECT_NE(e.find("stages[0].pruner: expected an object such as"), std::string::npos) << e;
-  // The built-in trainer reports mAP only at the end of a trial: nothing to compare per epoch.
+  EXPECT_NE(e.find("pruner.compare: expected \"same_seed\" or \"all\", got \"seed\""), std::string::npos) << e;
+  // The built-in trainer reports val_top5_accuracy only at the end of a trial: nothing to compare
+  // per epoch.
   j = Json::parse(kGood);
-  j["objective"]["metric"] = "mAP";
+  j["objective"]["metric"] = "val_top5_accuracy";
   j["pruner"] = {{"method", "median"}};
   e = Error(j.dump());
-  EXPECT_NE(e.find("pruner: the built-in trainer reports \"mAP\" only at the end of a trial"), std::string::npos) << e;
-  j["pruner"]["metric"] = "val_accuracy";
+  EXPECT_NE(e.find("pruner: the built-in trainer reports \"val_top5_accuracy\" only at the end of a trial"),
+            std::string::npos)
+      << e;
+  j["pruner"]["metric"] = "mAP";  // Reported every epoch.
   EXPECT_EQ(Error(j.dump()), "");
-  j["pruner"]["metric"] = "rank1";
-  EXPECT_NE(Error(j.dump()).find("pruner.metric: the built-in trainer reports \"rank1\" only at the end"),
+  j["pruner"]["metric"] = "best_epoch";
+  EXPECT_NE(Error(j.dump()).find("pruner.metric: the built-in trainer reports \"best_epoch\" only at the end"),
             std::string::npos);
 }
 

@@ -805,8 +805,8 @@ TEST_F(PruningTest, ATrialBelowTheMedianIsStoppedEndsPrunedAndItsPointCannotWin)
   EXPECT_EQ(stage.winner().point_index(), d.trial_id() - a.trial_id());  // Not the pruned 0.99.
   const v1::Trial pruned = Trials(id, 1).at(c.trial_id() - a.trial_id());
   EXPECT_EQ(pruned.state(), v1::TRIAL_PRUNED);
-  EXPECT_EQ(pruned.error(), "pruned at step 2: val_accuracy 0.4 is lower than the median 0.61 of 2 other trials at "
-                            "that step (median pruner)");
+  EXPECT_EQ(pruned.error(), "pruned at step 2: val_accuracy 0.4 is lower than the median 0.61 of 2 other trials "
+                            "with seed 1 at that step (median pruner)");
   EXPECT_EQ(pruned.metrics().at("val_accuracy"), 0.99);  // What the worker sent last.
   for (const v1::PointScore& p : stage.points()) {
     EXPECT_EQ(p.pruned(), p.point_index() == pruned.point_index() ? 1 : 0);
@@ -867,6 +867,7 @@ TEST_F(PruningTest, DecisionsAndTheirEvidenceSurviveARestart) {
 TEST_F(PruningTest, APrunedSeedStopsTheOtherSeedsOfItsPoint) {
   Json spec = Json::parse(kPrunedSpec);
   spec["seeds"] = {1, 2};
+  spec["pruner"]["compare"] = "all";  // Seed 1 of point 1 is judged against both seeds of point 0.
   int64_t id = Submit(spec.dump());
   v1::AcquireTrialResponse a, b, c, d, e;
   RunCurve({0.6, 0.6}, &a);  // Point 0, seeds 1 and 2.
@@ -942,6 +943,27 @@ TEST_F(CoordinatorTest, DeviceKeyIsCheckedAtSubmissionWithItsPath) {
       << s.message();
   EXPECT_NE(s.message().find("stages[0].grid.precision[1]: \"fp16\" is not one of: fp32, bf16"), std::string::npos)
       << s.message();
+}
+
+// By default a trial is judged against the trials of its own seed only (same initialisation and
+// data order): a seed that is simply luckier does not prune the other seeds' trials.
+TEST_F(PruningTest, TrialsAreComparedWithTheirOwnSeedByDefault) {
+  Json spec = Json::parse(kPrunedSpec);
+  spec["seeds"] = {1, 2};
+  int64_t id = Submit(spec.dump());
+  v1::AcquireTrialResponse p0s1, p0s2, p1s1, p1s2, p2s1, p2s2;
+  RunCurve({0.5, 0.50}, &p0s1);
+  RunCurve({0.9, 0.90}, &p0s2);  // Seed 2 is the lucky one.
+  RunCurve({0.5, 0.52}, &p1s1);
+  RunCurve({0.9, 0.92}, &p1s2);
+  // 0.60 at step 2 is below the median of all four (0.71), but above seed 1's (0.51): it goes on.
+  EXPECT_EQ(RunCurve({0.5, 0.60}, &p2s1), v1::CONTINUE);
+  // 0.80 is below seed 2's median (0.91): pruned, though better than every seed-1 trial.
+  EXPECT_EQ(RunCurve({0.9, 0.80}, &p2s2), v1::STOP);
+  ASSERT_TRUE(Complete(p2s2.lease_token(), v1::CompleteTrialRequest::FAILED, {}, "stopped").ok());
+  EXPECT_EQ(Trials(id, 1).at(5).error(),
+            "pruned at step 2: val_accuracy 0.8 is lower than the median 0.91 of 2 other trials with seed 2 at that "
+            "step (median pruner)");
 }
 
 }  // namespace

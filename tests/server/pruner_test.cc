@@ -95,8 +95,8 @@ TEST(PrunerTest, AshaKeepsTheBestThirdAtARung) {
   EXPECT_FALSE(ShouldPrune(p, 3, 0.85, others).has_value());  // Second.
   std::optional<std::string> why = ShouldPrune(p, 3, 0.6, others);  // Third.
   ASSERT_TRUE(why.has_value());
-  EXPECT_EQ(*why, "pruned at rung step 3: val_accuracy 0.6 is not among the best 2 of the 6 trials at that step "
-                  "(asha, reduction factor 3)");
+  EXPECT_EQ(*why, "pruned at rung step 3: val_accuracy 0.6 is not among the best 2 of it and 5 other trials at "
+                  "that step (asha, reduction factor 3)");
   // With few trials at a rung, at least the best one goes on.
   EXPECT_FALSE(ShouldPrune(p, 1, 0.7, {0.5, 0.6}).has_value());
   EXPECT_TRUE(ShouldPrune(p, 1, 0.55, {0.5, 0.6}).has_value());

@@ -234,6 +234,9 @@ TEST_F(WorkerLoopTest, CompletesTrialWithEpochReportsAndFinalMetrics) {
   EXPECT_EQ(reports[0].step, 1);
   EXPECT_EQ(reports[1].step, 2);
   EXPECT_EQ(reports[1].metrics.at("epoch"), 2);
+  // Retrieval every epoch too, so that a pruner can judge by seed 001's objective.
+  EXPECT_GT(reports[0].metrics.at("mAP"), 0);
+  EXPECT_EQ(reports[0].metrics.count("val_top5_accuracy"), 0u);
   EXPECT_EQ(reports[1].expert_layers, 1);
   EXPECT_EQ(fake_.workers()[0], "test/slot-0");
   EXPECT_EQ(fake_.streams(), 1);  // Both reports over one ReportProgressStream.
