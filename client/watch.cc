@@ -184,7 +184,9 @@ std::vector<std::string> WatchView::Render(const v1::SweepEvent& event) {
         line += "  FAILED   " + TrialLabel(t) + "  error: " + FirstLine(t.error());
       } else if (t.state() == v1::TRIAL_PRUNED) {
         line += "  pruned   " + TrialLabel(t);
-        if (t.started_at() > 0 && t.finished_at() > t.started_at()) {
+        if (t.attempt() == 0) {
+          line += "  (not run: " + FirstLine(t.error()) + ")";  // A waiting sibling of a pruned seed.
+        } else if (t.started_at() > 0 && t.finished_at() > t.started_at()) {
           line += "  (" + FormatDuration(t.finished_at() - t.started_at()) + ")";
         }
       } else {

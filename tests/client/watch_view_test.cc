@@ -183,6 +183,17 @@ TEST(WatchViewTest, APruningDecisionAndThePrunedTrialAreShown) {
   EXPECT_TRUE(Contains(lines[2], "  pruned   #3 s1 p1 seed=42  temperature=1.5")) << lines[2];
   EXPECT_TRUE(Contains(lines[2], "[1/4 done, 0 failed, 1 pruned]")) << lines[2];
   EXPECT_EQ(TrialStateName(v1::TRIAL_PRUNED), "pruned");
+  // A waiting seed of the same point ends without running, and says why.
+  v1::SweepEvent sibling = cli_testing::Event(4, v1::TRIAL_FINISHED);
+  *sibling.mutable_trial() = cli_testing::MakeTrial(4, 1, 1, 123, R"({"temperature": 1.5})", v1::TRIAL_PRUNED);
+  sibling.mutable_trial()->set_attempt(0);
+  sibling.mutable_trial()->set_error("pruned with its grid point: seed 42 of the point was pruned (trial 3)");
+  events.push_back(sibling);
+  lines = RenderAll(events, false);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_TRUE(Contains(lines[3], "  pruned   #4 s1 p1 seed=123  temperature=1.5  (not run: pruned with its grid point: "
+                                 "seed 42 of the point was pruned (trial 3))"))
+      << lines[3];
 }
 
 }  // namespace
