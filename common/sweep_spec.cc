@@ -116,11 +116,10 @@ class SpecChecker {
         for (const std::string& key : group) {
           const std::vector<Json>* values = nullptr;
           for (size_t j = i + 1; j-- > 0 && values == nullptr;) {
-            for (const auto& axis : spec.stages[j].axes) {
-              if (axis.first == key) {
-                values = &axis.second;
-                sources.push_back(j == i ? "" : fmt::format("{} from stages[{}].grid", key, j));
-              }
+            values = StageValues(spec.stages[j], key);
+            if (values != nullptr) {
+              sources.push_back(j == i ? "" : fmt::format("{} from stages[{}].{}", key, j,
+                                                          spec.stages[j].random ? "space" : "grid"));
             }
           }
           if (values != nullptr) {
@@ -140,6 +139,19 @@ class SpecChecker {
           base_reported[g] = true;
         }
         std::string where = gridded ? path : "base";
+        if (spec.stages[i].random) {
+          // A random stage's own keys come in the combinations it sampled, not in every product of
+          // their values: each sampled point stands for itself.
+          std::vector<size_t> own;
+          for (size_t k = 0; k < group.size(); ++k) {
+            if (StageSetsKey(spec.stages[i], group[k])) own.push_back(k);
+          }
+          if (!own.empty()) {
+            CheckSampledPoints(*spec.stages[i].random, group, own, candidates,
+                               JoinPath(IndexPath("stages", i), "space"), sources);
+            continue;
+          }
+        }
         size_t combinations = 1;
         for (const auto& c : candidates) combinations = SaturatingMul(combinations, c.size());
         combinations = std::min(combinations, kMaxCrossKeyCombinations);
@@ -172,6 +184,69 @@ class SpecChecker {
   std::vector<std::string> errors;
 
  private:
+  static bool StageSetsKey(const StageSpec& stage, const std::string& key) {
+    const std::vector<std::string> keys = stage.Keys();
+    return std::find(keys.begin(), keys.end(), key) != keys.end();
+  }
+
+  // The values `stage` gives `key`: its grid axis, or the distinct values its random search
+  // sampled; null when it does not set the key.
+  const std::vector<Json>* StageValues(const StageSpec& stage, const std::string& key) {
+    for (const auto& axis : stage.axes) {
+      if (axis.first == key) return &axis.second;
+    }
+    if (!stage.random || !StageSetsKey(stage, key)) return nullptr;
+    std::vector<Json>& values = sampled_values_[{&stage, key}];
+    if (values.empty()) {
+      for (const Json& point : stage.random->points) {
+        auto v = point.find(key);
+        if (v != point.end() && std::find(values.begin(), values.end(), *v) == values.end()) values.push_back(*v);
+      }
+    }
+    return &values;
+  }
+
+  // The cross-key rule of `group` on each sampled point of a random stage, with the keys the point
+  // does not set taking every value in `candidates`.
+  void CheckSampledPoints(const RandomSearch& random, const std::vector<std::string>& group,
+                          const std::vector<size_t>& own, const std::vector<std::vector<Json>>& candidates,
+                          const std::string& where, const std::vector<std::string>& sources) {
+    size_t failing = 0;
+    for (size_t p = 0; p < random.points.size(); ++p) {
+      const Json& point = random.points[p];
+      std::vector<std::vector<Json>> options = candidates;
+      for (size_t k : own) {
+        if (auto v = point.find(group[k]); v != point.end()) options[k] = {*v};
+      }
+      size_t combinations = 1;
+      for (const auto& c : options) combinations = SaturatingMul(combinations, c.size());
+      combinations = std::min(combinations, kMaxCrossKeyCombinations);
+      for (size_t n = 0; n < combinations; ++n) {
+        Json config = Json::object();
+        for (size_t k = group.size(), rest = n; k-- > 0;) {
+          config[group[k]] = options[k][rest % options[k].size()];
+          rest /= options[k].size();
+        }
+        std::vector<std::string> found;
+        CheckCrossKeyRules(config, where, &found);
+        if (found.empty() || ++failing > kMaxCrossKeyReports) continue;
+        std::vector<std::string> from = {fmt::format("sampled point {}", p)};
+        for (const std::string& source : sources) {
+          if (!source.empty()) from.push_back(source);
+        }
+        for (const std::string& f : found) {
+          errors.push_back(from.empty() ? f : fmt::format("{} ({})", f, fmt::join(from, ", ")));
+        }
+      }
+    }
+    if (failing > kMaxCrossKeyReports) {
+      errors.push_back(fmt::format("{}: and {} more sampled combinations break the same rule", where,
+                                   failing - kMaxCrossKeyReports));
+    }
+  }
+
+  std::map<std::pair<const StageSpec*, std::string>, std::vector<Json>> sampled_values_;
+
   void Error(const std::string& path, const std::string& what) {
     errors.push_back(path.empty() ? what : path + ": " + what);
   }

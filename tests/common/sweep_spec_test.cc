@@ -297,5 +297,28 @@ TEST(SweepSpec, PrunerErrorsNameTheirPath) {
             std::string::npos);
 }
 
+// The worker's cross-key rules hold for a random stage's sampled points too: top_k <= num_experts.
+TEST(SweepSpec, CrossKeyRulesCheckARandomStagesSampledPoints) {
+  const char* spec = R"({
+    "name": "random", "objective": {"metric": "val_accuracy"}, "seeds": [1],
+    "base": {"num_experts": 4},
+    "stages": [{"name": "wide", "search": {"method": "random", "trials": 20, "seed": 3},
+                "space": {"top_k": {"int": [1, 8]}}}]})";
+  std::string e = Error(spec);
+  EXPECT_NE(e.find("stages[0].space.top_k: 5 is more than num_experts (4) (sampled point 0, num_experts from base)"),
+            std::string::npos)
+      << e;
+  Json ok = Json::parse(spec);
+  ok["stages"][0]["space"]["top_k"] = {{"int", {1, 4}}};
+  EXPECT_EQ(Error(ok.dump()), "");
+  // A later grid stage that raises num_experts past every sampled top_k is fine; one that lowers
+  // it below some is refused, naming where top_k comes from.
+  Json later = ok;
+  later["stages"].push_back({{"name", "experts"}, {"grid", {{"num_experts", {2, 8}}}}});
+  e = Error(later.dump());
+  EXPECT_NE(e.find("stages[1].grid"), std::string::npos) << e;
+  EXPECT_NE(e.find("top_k from stages[0].space"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace moesweep
