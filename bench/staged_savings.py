@@ -135,8 +135,7 @@ def main():
                                       (sweep_id,)).fetchone()[0]
             results.append({"way": name, "sweep_id": sweep_id, "wall": wall, "trial_epochs": epochs,
                             "trials": sum(states.values()), "reused": reused, "pruned": states.get(6, 0),
-                            "failed": states.get(4, 0), "winners": winners,
-                            "state": best.get("sweep_state", "")})
+                            "failed": states.get(4, 0), "winners": winners})
             print(f"{name}: sweep {sweep_id} done in {wall:.0f} s, {epochs} trial-epochs", flush=True)
     finally:
         for p in procs[1:]:

@@ -152,27 +152,11 @@ class SpecChecker {
             continue;
           }
         }
-        size_t combinations = 1;
-        for (const auto& c : candidates) combinations = SaturatingMul(combinations, c.size());
-        combinations = std::min(combinations, kMaxCrossKeyCombinations);
-        size_t failing = 0;
-        for (size_t n = 0; n < combinations; ++n) {
-          Json config = Json::object();
-          for (size_t k = group.size(), rest = n; k-- > 0;) {
-            config[group[k]] = candidates[k][rest % candidates[k].size()];
-            rest /= candidates[k].size();
-          }
-          std::vector<std::string> found;
-          CheckCrossKeyRules(config, where, &found);
-          if (found.empty() || ++failing > kMaxCrossKeyReports) continue;
-          std::vector<std::string> from;
-          for (const std::string& source : sources) {
-            if (!source.empty() && gridded) from.push_back(source);
-          }
-          for (const std::string& f : found) {
-            errors.push_back(from.empty() ? f : fmt::format("{} ({})", f, fmt::join(from, ", ")));
-          }
+        std::vector<std::string> from;
+        for (const std::string& source : sources) {
+          if (!source.empty() && gridded) from.push_back(source);
         }
+        const size_t failing = CheckCombinations(group, candidates, where, from, 0);
         if (failing > kMaxCrossKeyReports) {
           errors.push_back(fmt::format("{}: and {} more combinations break the same rule", where,
                                        failing - kMaxCrossKeyReports));
@@ -206,6 +190,31 @@ class SpecChecker {
     return &values;
   }
 
+  // Every combination of `candidates` (one list per key of `group`, at most
+  // kMaxCrossKeyCombinations) through the cross-key rules; reports the failures while fewer than
+  // kMaxCrossKeyReports were reported, each naming `where` and the sources in `from`. Returns
+  // `failing` plus this call's failures.
+  size_t CheckCombinations(const std::vector<std::string>& group, const std::vector<std::vector<Json>>& candidates,
+                           const std::string& where, const std::vector<std::string>& from, size_t failing) {
+    size_t combinations = 1;
+    for (const auto& c : candidates) combinations = SaturatingMul(combinations, c.size());
+    combinations = std::min(combinations, kMaxCrossKeyCombinations);
+    for (size_t n = 0; n < combinations; ++n) {
+      Json config = Json::object();
+      for (size_t k = group.size(), rest = n; k-- > 0;) {
+        config[group[k]] = candidates[k][rest % candidates[k].size()];
+        rest /= candidates[k].size();
+      }
+      std::vector<std::string> found;
+      CheckCrossKeyRules(config, where, &found);
+      if (found.empty() || ++failing > kMaxCrossKeyReports) continue;
+      for (const std::string& f : found) {
+        errors.push_back(from.empty() ? f : fmt::format("{} ({})", f, fmt::join(from, ", ")));
+      }
+    }
+    return failing;
+  }
+
   // The cross-key rule of `group` on each sampled point of a random stage, with the keys the point
   // does not set taking every value in `candidates`.
   void CheckSampledPoints(const RandomSearch& random, const std::vector<std::string>& group,
@@ -213,31 +222,15 @@ class SpecChecker {
                           const std::string& where, const std::vector<std::string>& sources) {
     size_t failing = 0;
     for (size_t p = 0; p < random.points.size(); ++p) {
-      const Json& point = random.points[p];
       std::vector<std::vector<Json>> options = candidates;
       for (size_t k : own) {
-        if (auto v = point.find(group[k]); v != point.end()) options[k] = {*v};
+        if (auto v = random.points[p].find(group[k]); v != random.points[p].end()) options[k] = {*v};
       }
-      size_t combinations = 1;
-      for (const auto& c : options) combinations = SaturatingMul(combinations, c.size());
-      combinations = std::min(combinations, kMaxCrossKeyCombinations);
-      for (size_t n = 0; n < combinations; ++n) {
-        Json config = Json::object();
-        for (size_t k = group.size(), rest = n; k-- > 0;) {
-          config[group[k]] = options[k][rest % options[k].size()];
-          rest /= options[k].size();
-        }
-        std::vector<std::string> found;
-        CheckCrossKeyRules(config, where, &found);
-        if (found.empty() || ++failing > kMaxCrossKeyReports) continue;
-        std::vector<std::string> from = {fmt::format("sampled point {}", p)};
-        for (const std::string& source : sources) {
-          if (!source.empty()) from.push_back(source);
-        }
-        for (const std::string& f : found) {
-          errors.push_back(from.empty() ? f : fmt::format("{} ({})", f, fmt::join(from, ", ")));
-        }
+      std::vector<std::string> from = {fmt::format("sampled point {}", p)};
+      for (const std::string& source : sources) {
+        if (!source.empty()) from.push_back(source);
       }
+      failing = CheckCombinations(group, options, where, from, failing);
     }
     if (failing > kMaxCrossKeyReports) {
       errors.push_back(fmt::format("{}: and {} more sampled combinations break the same rule", where,
@@ -673,13 +666,7 @@ class SpecChecker {
       Error(JoinPath(path, "method"), fmt::format("expected \"median\" or \"asha\", got {}", Abbreviate(*method)));
     }
     auto integer = [&](const char* key, int def, int min, int max) {
-      auto it = p.find(key);
-      if (it == p.end()) return def;
-      if (!it->is_number_integer() || it->get<int64_t>() < min || it->get<int64_t>() > max) {
-        Error(JoinPath(path, key), fmt::format("expected an integer in [{}, {}], got {}", min, max, Abbreviate(*it)));
-        return def;
-      }
-      return static_cast<int>(it->get<int64_t>());
+      return static_cast<int>(Integer(p, key, def, min, max, path));
     };
     pruner.warmup_steps = integer("warmup_steps", pruner.warmup_steps, 0, 1000000);
     pruner.min_trials = integer("min_trials", pruner.min_trials, 1, 100000);
@@ -784,11 +771,13 @@ class SpecChecker {
     return "values";
   }
 
-  int64_t Integer(const Json& root, const char* key, int64_t def, int64_t min, int64_t max) {
-    auto it = root.find(key);
-    if (it == root.end()) return def;
+  // `object[key]`, an integer in [min, max], else `def` (and an error at `path`.key when given).
+  int64_t Integer(const Json& object, const char* key, int64_t def, int64_t min, int64_t max,
+                  const std::string& path = "") {
+    auto it = object.find(key);
+    if (it == object.end()) return def;
     if (!it->is_number_integer() || it->get<int64_t>() < min || it->get<int64_t>() > max) {
-      Error(key, fmt::format("expected an integer in [{}, {}], got {}", min, max, Abbreviate(*it)));
+      Error(JoinPath(path, key), fmt::format("expected an integer in [{}, {}], got {}", min, max, Abbreviate(*it)));
       return def;
     }
     return it->get<int64_t>();

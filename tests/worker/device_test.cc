@@ -13,6 +13,7 @@
 #include "worker/losses.h"
 #include "worker/moe_layer.h"
 #include "worker/optimizer.h"
+#include "tests/worker/trial_test_util.h"
 #include "worker/trainer.h"
 
 namespace moesweep::worker {
@@ -183,7 +184,7 @@ TEST(GenericPathTest, ParamDiversityTensorOpsMatchesTheGramMatrix) {
 
 TrialConfig Config(const std::string& overrides) {
   // Every loss, dropout everywhere, a 2-layer router, threshold drops, mixup, smoothing, clipping.
-  Json base = Json::parse(R"({
+  return testing::ConfigFrom(R"({
     "dataset": "synthetic", "train_size": 512, "val_size": 256, "input_dim": 12, "num_classes": 4,
     "n_regimes": 3, "d_model": 16, "num_experts": 4, "top_k": 2, "expert_hidden_dim": 24,
     "expert_layers": 2, "gate_layers": 2, "epochs": 2, "batch_size": 64, "lr": 0.003,
@@ -191,19 +192,10 @@ TrialConfig Config(const std::string& overrides) {
     "balance_loss_weight": 0.05, "sparsity_loss_weight": 0.01, "diversity_loss_weight": 0.05,
     "output_diversity_weight": 0.02, "js_divergence_weight": 0.02, "z_loss_weight": 0.001,
     "label_smoothing": 0.05, "mixup_alpha": 0.4, "mixup_prob": 0.5, "grad_clip": 0.5
-  })");
-  base.update(Json::parse(overrides));
-  TrialConfig c;
-  Status s = ParseTrialConfig(base, &c);
-  EXPECT_TRUE(s.ok()) << s.message();
-  return c;
+  })", overrides);
 }
 
-double Metric(const TrialResult& r, const std::string& name) {
-  double v = NAN;
-  EXPECT_TRUE(FindMetric(r.metrics, name, &v)) << name;
-  return v;
-}
+using testing::Metric;
 
 // Same losses, accuracy and expert statistics within float tolerance (two epochs of training, so
 // rounding differences of the GEMMs have had time to grow a little).

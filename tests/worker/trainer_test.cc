@@ -6,29 +6,21 @@
 #include <gtest/gtest.h>
 
 #include "tests/worker/test_util.h"
+#include "tests/worker/trial_test_util.h"
 #include "worker/datasets.h"
 
 namespace moesweep::worker {
 namespace {
 
 TrialConfig Config(const std::string& overrides = "{}") {
-  Json base = Json::parse(R"({
+  return testing::ConfigFrom(R"({
     "dataset": "synthetic", "train_size": 1024, "val_size": 512, "input_dim": 12, "num_classes": 4,
     "n_regimes": 3, "d_model": 32, "num_experts": 4, "top_k": 2, "expert_hidden_dim": 64,
     "expert_layers": 1, "gate_layers": 1, "epochs": 3, "batch_size": 64, "lr": 0.003
-  })");
-  base.update(Json::parse(overrides));
-  TrialConfig c;
-  Status s = ParseTrialConfig(base, &c);
-  EXPECT_TRUE(s.ok()) << s.message();
-  return c;
+  })", overrides);
 }
 
-double Metric(const TrialResult& r, const std::string& name) {
-  double v = NAN;
-  EXPECT_TRUE(FindMetric(r.metrics, name, &v)) << name;
-  return v;
-}
+using testing::Metric;
 
 TEST(TrainerTest, LearnsSyntheticTaskWellAboveChance) {
   TrialResult r;
